@@ -1,0 +1,598 @@
+//! The audit event as it travels through auditrail.
+//!
+//! An event is a flat JSON object in Teleport's shape. It is parsed exactly once, at the source, to check that it
+//! is an object with a string `event` and an RFC 3339 `time`, and to remember where `uid`, `event` and `time` sit
+//! inside the raw bytes. The raw bytes are what every sink writes: a value that is only forwarded is never
+//! re-serialized, so Go's `\u003c` escapes, integers past 2^53 and field order all survive. Only what auditrail
+//! itself changes (a `uid` it assigns, whitespace it must fold so that one event stays one line) is rewritten.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::ack::{EventStatus, Finalizer};
+
+/// A byte range inside [`Event::raw`], holding the contents of a JSON string (without its quotes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn of(outer: &[u8], inner: &[u8]) -> Span {
+        let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
+        Span {
+            start: start as u32,
+            end: (start + inner.len()) as u32,
+        }
+    }
+
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// One audit event: its raw JSON bytes, what was parsed from them once, and pipeline metadata.
+///
+/// Cloning is cheap (a reference count on the bytes and on the acknowledgement batch): the fan-out gives every
+/// sink its own clone, and each clone reports its own outcome.
+#[derive(Clone)]
+pub struct Event {
+    raw: Bytes,
+    uid: Span,
+    kind: Span,
+    time: Span,
+    timestamp_nanos: i64,
+    source: Option<Arc<str>>,
+    finalizer: Option<Finalizer>,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("raw", &String::from_utf8_lossy(&self.raw))
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// Why a line or document was not accepted as an event. The label is the `reason` of
+/// `auditrail_source_invalid_total` and of the dead-letter record.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEvent {
+    /// The bytes are not JSON (or not UTF-8).
+    #[error("not valid JSON: {0}")]
+    NotJson(String),
+    /// The JSON is valid but is not an object.
+    #[error("expected a JSON object, found {0}")]
+    NotObject(&'static str),
+    /// The object has no `event` field.
+    #[error("missing required field `event` (the event type, e.g. \"session.start\")")]
+    MissingEvent,
+    /// `event` is present but not a non-empty string.
+    #[error("field `event` must be a non-empty string")]
+    InvalidEvent,
+    /// The object has no `time` field.
+    #[error("missing required field `time` (RFC 3339, e.g. \"2017-02-03T06:54:05.000Z\")")]
+    MissingTime,
+    /// `time` is present but not an RFC 3339 timestamp.
+    #[error("field `time` must be an RFC 3339 timestamp string, e.g. \"2017-02-03T06:54:05.000Z\": {0}")]
+    InvalidTime(String),
+    /// `uid` is present but not a non-empty string.
+    #[error("field `uid` must be a non-empty string when present")]
+    InvalidUid,
+    /// The line is longer than the source's `max_line_bytes`.
+    #[error("line is {len} bytes, over the limit of {max} (max_line_bytes)")]
+    TooLong {
+        /// Length of the offending line (as far as it was read).
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+}
+
+impl InvalidEvent {
+    /// Short stable label used in metrics and dead-letter records.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InvalidEvent::NotJson(_) => "invalid_json",
+            InvalidEvent::NotObject(_) => "not_object",
+            InvalidEvent::MissingEvent => "missing_event",
+            InvalidEvent::InvalidEvent => "invalid_event",
+            InvalidEvent::MissingTime => "missing_time",
+            InvalidEvent::InvalidTime(_) => "invalid_time",
+            InvalidEvent::InvalidUid => "invalid_uid",
+            InvalidEvent::TooLong { .. } => "too_long",
+        }
+    }
+
+    /// Every reason label, so that metrics can be registered up front and show zeros.
+    pub const REASONS: [&'static str; 8] = [
+        "invalid_json",
+        "not_object",
+        "missing_event",
+        "invalid_event",
+        "missing_time",
+        "invalid_time",
+        "invalid_uid",
+        "too_long",
+    ];
+}
+
+/// The three fields the pipeline reads, borrowed as raw JSON so that their position in the input is known and
+/// nothing else is materialized. Unknown fields are skipped by serde_json without being built.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, default)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    time: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    uid: Option<&'a RawValue>,
+}
+
+/// Trims JSON insignificant whitespace at both ends.
+fn trim(bytes: &[u8]) -> (usize, usize) {
+    let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let start = bytes.iter().position(|b| !is_ws(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !is_ws(b)).map_or(start, |p| p + 1);
+    (start, end)
+}
+
+/// Returns the contents of a raw JSON string value (without quotes), or `None` if the value is not a string.
+fn string_contents(raw: &RawValue) -> Option<&[u8]> {
+    let b = raw.get().as_bytes();
+    if b.len() >= 2 && b[0] == b'"' {
+        Some(&b[1..b.len() - 1])
+    } else {
+        None
+    }
+}
+
+/// Removes the whitespace between tokens of a valid JSON text, keeping every token's bytes as they are.
+/// Used only when a document spans several lines, since NDJSON output needs one event per line.
+fn compact(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+            out.push(b);
+        } else if !matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            out.push(b);
+        }
+    }
+    out
+}
+
+fn json_kind(first: u8) -> &'static str {
+    match first {
+        b'[' => "an array",
+        b'"' => "a string",
+        b't' | b'f' => "a boolean",
+        b'n' => "null",
+        _ => "a number",
+    }
+}
+
+/// Parses an RFC 3339 timestamp with any number of fractional digits and returns Unix nanoseconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let dt = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| e.to_string())?;
+    dt.timestamp_nanos_opt()
+        .ok_or_else(|| "timestamp is out of range".to_string())
+}
+
+impl Event {
+    /// Parses one event from `bytes` (a line, or one element of a JSON array).
+    ///
+    /// `bytes` is trimmed; a document that spans lines is folded onto one line; a missing `uid` is assigned a
+    /// UUIDv7, appended as the last field. `bytes` longer than `max_len` are refused before any parsing.
+    pub fn parse(bytes: Bytes, max_len: usize) -> Result<Event, InvalidEvent> {
+        if bytes.len() > max_len {
+            return Err(InvalidEvent::TooLong {
+                len: bytes.len(),
+                max: max_len,
+            });
+        }
+        let (start, end) = trim(&bytes);
+        let mut raw = bytes.slice(start..end);
+        let Some(&first) = raw.first() else {
+            return Err(InvalidEvent::NotJson("empty input".into()));
+        };
+        if first != b'{' {
+            // Report what it is if it is valid JSON at all, else why it is not.
+            return match serde_json::from_slice::<serde::de::IgnoredAny>(&raw) {
+                Ok(_) => Err(InvalidEvent::NotObject(json_kind(first))),
+                Err(e) => Err(InvalidEvent::NotJson(e.to_string())),
+            };
+        }
+        if memchr_newline(&raw) {
+            raw = Bytes::from(compact(&raw));
+        }
+        let probe: Probe<'_> = match serde_json::from_slice(&raw) {
+            Ok(p) => p,
+            Err(e) => return Err(classify_serde_error(e)),
+        };
+        let kind = probe.event.ok_or(InvalidEvent::MissingEvent)?;
+        let kind = string_contents(kind)
+            .filter(|s| !s.is_empty())
+            .ok_or(InvalidEvent::InvalidEvent)?;
+        let time = probe.time.ok_or(InvalidEvent::MissingTime)?;
+        let time = string_contents(time)
+            .ok_or_else(|| InvalidEvent::InvalidTime("not a string".into()))?;
+        let time_str = std::str::from_utf8(time).expect("serde_json validated UTF-8");
+        let timestamp_nanos = if time_str.contains('\\') {
+            let decoded: String = serde_json::from_str(&format!("\"{time_str}\""))
+                .map_err(|e| InvalidEvent::InvalidTime(e.to_string()))?;
+            parse_time(&decoded)
+        } else {
+            parse_time(time_str)
+        }
+        .map_err(InvalidEvent::InvalidTime)?;
+        let uid = match probe.uid {
+            Some(u) => Some(
+                string_contents(u)
+                    .filter(|s| !s.is_empty())
+                    .ok_or(InvalidEvent::InvalidUid)?,
+            ),
+            None => None,
+        };
+        let (kind, time) = (Span::of(&raw, kind), Span::of(&raw, time));
+        let (raw, uid) = match uid {
+            Some(u) => {
+                let uid = Span::of(&raw, u);
+                (raw, uid)
+            }
+            None => append_uid(&raw, &uuid::Uuid::now_v7().to_string()),
+        };
+        Ok(Event {
+            raw,
+            uid,
+            kind,
+            time,
+            timestamp_nanos,
+            source: None,
+            finalizer: None,
+        })
+    }
+
+    /// Builds an event that auditrail itself emits (`auditrail.dropped`, `auditrail.error`, ...).
+    ///
+    /// `fields` are appended after `event`, `uid`, `code` and `time`, in the order given.
+    pub fn internal(kind: &str, code: &str, fields: &[(&str, serde_json::Value)]) -> Event {
+        let now = chrono::Utc::now();
+        let mut obj = serde_json::Map::new();
+        obj.insert("event".into(), kind.into());
+        obj.insert("uid".into(), uuid::Uuid::now_v7().to_string().into());
+        obj.insert("code".into(), code.into());
+        obj.insert(
+            "time".into(),
+            now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true).into(),
+        );
+        for (k, v) in fields {
+            obj.insert((*k).into(), v.clone());
+        }
+        let bytes = serde_json::to_vec(&obj).expect("a map of JSON values always serializes");
+        Event::parse(Bytes::from(bytes), usize::MAX).expect("internal events are well formed")
+    }
+
+    /// The event as it is written: one line of JSON without the trailing newline.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The `uid` field as it appears in the JSON (escapes included, which real uids never have).
+    pub fn uid_raw(&self) -> &str {
+        self.str_at(self.uid)
+    }
+
+    /// The `uid` field, with JSON escapes decoded.
+    pub fn uid(&self) -> Cow<'_, str> {
+        self.decoded(self.uid)
+    }
+
+    /// The event type (`event` field), with JSON escapes decoded.
+    pub fn kind(&self) -> Cow<'_, str> {
+        self.decoded(self.kind)
+    }
+
+    /// The `time` field exactly as received.
+    pub fn time_raw(&self) -> &str {
+        self.str_at(self.time)
+    }
+
+    /// The `time` field as Unix nanoseconds (UTC).
+    pub fn timestamp_nanos(&self) -> i64 {
+        self.timestamp_nanos
+    }
+
+    /// Name of the source that produced the event, once set by the pipeline.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+
+    /// Sets the source name (shared between all events of that source).
+    pub fn set_source(&mut self, source: Arc<str>) {
+        self.source = Some(source);
+    }
+
+    /// Attaches the acknowledgement finalizer: the source learns this event's outcome through it.
+    pub fn set_finalizer(&mut self, finalizer: Finalizer) {
+        self.finalizer = Some(finalizer);
+    }
+
+    /// Records this copy's outcome and releases it. Dropping an event without calling this reports it failed,
+    /// so the source keeps it for redelivery.
+    pub fn finish(mut self, status: EventStatus) {
+        if let Some(f) = self.finalizer.as_mut() {
+            f.set_status(status);
+        }
+    }
+
+    /// Looks up a top-level field by name and returns its value if it is a string (escapes decoded), or its raw
+    /// JSON text otherwise. This parses the event again; use it off the hot path (e.g. path templates that
+    /// name fields other than `event`, `uid` and `time`).
+    pub fn field(&self, name: &str) -> Option<Cow<'_, str>> {
+        match name {
+            "event" => return Some(self.kind()),
+            "uid" => return Some(self.uid()),
+            "time" => return Some(Cow::Borrowed(self.time_raw())),
+            _ => {}
+        }
+        let map: std::collections::HashMap<Cow<'_, str>, &RawValue> =
+            serde_json::from_slice(&self.raw).ok()?;
+        let v = map.get(name)?;
+        let text = v.get();
+        if text.starts_with('"') {
+            let s: Cow<'_, str> = serde_json::from_str(text).ok()?;
+            Some(Cow::Owned(s.into_owned()))
+        } else {
+            Some(Cow::Owned(text.to_owned()))
+        }
+    }
+
+    fn str_at(&self, span: Span) -> &str {
+        // The span was taken from a string that serde_json checked to be valid UTF-8.
+        std::str::from_utf8(&self.raw[span.range()]).unwrap_or_default()
+    }
+
+    fn decoded(&self, span: Span) -> Cow<'_, str> {
+        let s = self.str_at(span);
+        if s.contains('\\') {
+            let quoted = &self.raw[span.start as usize - 1..span.end as usize + 1];
+            serde_json::from_slice::<String>(quoted)
+                .map(Cow::Owned)
+                .unwrap_or(Cow::Borrowed(s))
+        } else {
+            Cow::Borrowed(s)
+        }
+    }
+}
+
+fn memchr_newline(b: &[u8]) -> bool {
+    b.iter().any(|&c| c == b'\n' || c == b'\r')
+}
+
+fn classify_serde_error(e: serde_json::Error) -> InvalidEvent {
+    let msg = e.to_string();
+    if msg.starts_with("duplicate field `event`") {
+        InvalidEvent::InvalidEvent
+    } else if msg.starts_with("duplicate field `time`") {
+        InvalidEvent::InvalidTime("duplicate field".into())
+    } else if msg.starts_with("duplicate field `uid`") {
+        InvalidEvent::InvalidUid
+    } else {
+        InvalidEvent::NotJson(msg)
+    }
+}
+
+/// Appends `"uid":"<uid>"` as the last field of the object in `raw` and returns the new bytes and the uid span.
+fn append_uid(raw: &[u8], uid: &str) -> (Bytes, Span) {
+    let body = &raw[..raw.len() - 1]; // without the closing brace
+    let empty = body[1..].iter().all(|b| b.is_ascii_whitespace());
+    let mut out = BytesMut::with_capacity(raw.len() + uid.len() + 10);
+    out.put_slice(body);
+    if !empty {
+        out.put_u8(b',');
+    }
+    out.put_slice(b"\"uid\":\"");
+    let start = out.len();
+    out.put_slice(uid.as_bytes());
+    let end = out.len();
+    out.put_slice(b"\"}");
+    (
+        out.freeze(),
+        Span {
+            start: start as u32,
+            end: end as u32,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(s: &str) -> Result<Event, InvalidEvent> {
+        Event::parse(Bytes::copy_from_slice(s.as_bytes()), 1 << 20)
+    }
+
+    #[test]
+    fn keeps_bytes_verbatim() {
+        let line = r#"{"event":"session.start","uid":"u-1","time":"2017-02-03T06:54:05.000Z","n":123456789012345678901234567890,"cmd":"a \u003c b \u0026 c","x":{"y":[1,null]}}"#;
+        let e = parse(line).unwrap();
+        assert_eq!(e.raw().as_ref(), line.as_bytes());
+        assert_eq!(e.uid(), "u-1");
+        assert_eq!(e.kind(), "session.start");
+        assert_eq!(e.time_raw(), "2017-02-03T06:54:05.000Z");
+        assert_eq!(e.timestamp_nanos(), 1_486_104_845_000_000_000);
+    }
+
+    #[test]
+    fn assigns_uuid_v7_when_uid_missing() {
+        let e = parse(r#"{"event":"print","time":"2017-02-03T06:54:05Z"}"#).unwrap();
+        let uid = uuid::Uuid::parse_str(&e.uid()).unwrap();
+        assert_eq!(uid.get_version_num(), 7);
+        let s = std::str::from_utf8(e.raw()).unwrap();
+        assert_eq!(
+            s,
+            format!(r#"{{"event":"print","time":"2017-02-03T06:54:05Z","uid":"{uid}"}}"#)
+        );
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        assert_eq!(v["uid"], uid.to_string());
+    }
+
+    #[test]
+    fn accepts_every_fraction_length() {
+        for t in [
+            "2017-02-03T06:54:05Z",
+            "2017-02-03T06:54:05.1Z",
+            "2017-02-03T06:54:05.123456Z",
+            "2017-02-03T06:54:05.123456789Z",
+            "2017-02-03T08:54:05.5+02:00",
+        ] {
+            let e = parse(&format!(r#"{{"event":"x","time":"{t}"}}"#)).unwrap();
+            assert_eq!(e.time_raw(), t);
+        }
+    }
+
+    #[test]
+    fn folds_multi_line_documents_onto_one_line() {
+        let e = parse("{\n  \"event\": \"x\",\n  \"time\": \"2017-02-03T06:54:05Z\",\n  \"uid\": \"a\",\n  \"s\": \"two  spaces\"\n}\n").unwrap();
+        assert_eq!(
+            e.raw().as_ref(),
+            br#"{"event":"x","time":"2017-02-03T06:54:05Z","uid":"a","s":"two  spaces"}"#
+        );
+        assert_eq!(e.uid(), "a");
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        let cases = [
+            ("not json", "invalid_json"),
+            ("[1,2]", "not_object"),
+            ("\"s\"", "not_object"),
+            (r#"{"time":"2017-02-03T06:54:05Z"}"#, "missing_event"),
+            (r#"{"event":"","time":"2017-02-03T06:54:05Z"}"#, "invalid_event"),
+            (r#"{"event":5,"time":"2017-02-03T06:54:05Z"}"#, "invalid_event"),
+            (r#"{"event":"x"}"#, "missing_time"),
+            (r#"{"event":"x","time":"yesterday"}"#, "invalid_time"),
+            (r#"{"event":"x","time":17}"#, "invalid_time"),
+            (r#"{"event":"x","time":"2017-02-03T06:54:05Z","uid":7}"#, "invalid_uid"),
+            (r#"{"event":"x","event":"y","time":"2017-02-03T06:54:05Z"}"#, "invalid_event"),
+            (r#"{"event":"x","time":"2017-02-03T06:54:05Z""#, "invalid_json"),
+            (r#"{"event":"x","time":"2017-02-03T06:54:05Z"} {}"#, "invalid_json"),
+        ];
+        for (input, reason) in cases {
+            let err = parse(input).unwrap_err();
+            assert_eq!(err.reason(), reason, "{input}: {err}");
+        }
+        let err = Event::parse(Bytes::from_static(b"{\"event\":\"x\"}"), 5).unwrap_err();
+        assert_eq!(err.reason(), "too_long");
+        assert_eq!(
+            err.to_string(),
+            "line is 13 bytes, over the limit of 5 (max_line_bytes)"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_rejected() {
+        let err = Event::parse(
+            Bytes::from_static(b"{\"event\":\"\xff\",\"time\":\"2017-02-03T06:54:05Z\"}"),
+            1024,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), "invalid_json");
+    }
+
+    #[test]
+    fn decodes_escaped_fields() {
+        let e = parse(r#"{"event":"a\u002eb","time":"2017-02-03T06:54:05Z","uid":"x\"y"}"#).unwrap();
+        assert_eq!(e.kind(), "a.b");
+        assert_eq!(e.uid(), "x\"y");
+        assert_eq!(e.field("event").unwrap(), "a.b");
+    }
+
+    #[test]
+    fn field_lookup() {
+        let e = parse(r#"{"event":"x","time":"2017-02-03T06:54:05Z","user":"al/ice","n":5}"#).unwrap();
+        assert_eq!(e.field("user").unwrap(), "al/ice");
+        assert_eq!(e.field("n").unwrap(), "5");
+        assert!(e.field("nope").is_none());
+    }
+
+    #[test]
+    fn internal_events_are_valid() {
+        let e = Event::internal("auditrail.dropped", "AR0001W", &[("count", 5.into())]);
+        assert_eq!(e.kind(), "auditrail.dropped");
+        let v: serde_json::Value = serde_json::from_slice(e.raw()).unwrap();
+        assert_eq!(v["count"], 5);
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[ -~\\u{80}-\\u{10ffff}]{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z.]{1,6}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn valid_events_round_trip_verbatim(
+            extra in prop::collection::btree_map("[a-z_.]{1,8}", json_value(), 0..6),
+            with_uid in any::<bool>(),
+            pretty in any::<bool>(),
+        ) {
+            let mut obj = serde_json::Map::new();
+            obj.insert("event".into(), "session.start".into());
+            obj.insert("time".into(), "2017-02-03T06:54:05.123Z".into());
+            if with_uid { obj.insert("uid".into(), "uid-1".into()); }
+            for (k, v) in extra {
+                if !matches!(k.as_str(), "event" | "time" | "uid") { obj.insert(k, v); }
+            }
+            let compact = serde_json::to_string(&obj).unwrap();
+            let text = if pretty { serde_json::to_string_pretty(&obj).unwrap() } else { compact.clone() };
+            let e = parse(&text).unwrap();
+            let out = std::str::from_utf8(e.raw()).unwrap();
+            prop_assert!(!out.contains('\n'));
+            if with_uid {
+                prop_assert_eq!(out, compact.as_str());
+            } else {
+                prop_assert_eq!(&out[..compact.len() - 1], &compact[..compact.len() - 1]);
+                let v: serde_json::Value = serde_json::from_str(out).unwrap();
+                let uid = e.uid();
+                prop_assert_eq!(v["uid"].as_str().unwrap(), uid.as_ref());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Event::parse(Bytes::from(bytes), 128);
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! `auditrail-core`: the vocabulary every auditrail crate shares.
+//!
+//! [`Event`] (raw bytes plus what was parsed once), acknowledgements ([`AckBatch`], [`Finalizer`],
+//! [`EventStatus`]), per-sink buffers, the fan-out, the [`Sink`] trait, dead-letter files, retry timing and the
+//! shutdown signal. Sources and sinks know only these types, never each other.
+
+pub mod ack;
+pub mod buffer;
+pub mod dead_letter;
+pub mod event;
+pub mod fanout;
+pub mod retry;
+pub mod shutdown;
+pub mod sink;
+pub mod units;
+
+pub use ack::{AckBatch, BatchOutcome, EventStatus, Finalizer};
+pub use event::{Event, InvalidEvent};
+pub use fanout::Fanout;
+pub use sink::{BoxError, Sink, SinkContext, SinkFuture};
