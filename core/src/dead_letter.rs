@@ -36,7 +36,13 @@ pub struct DeadLetterRecord<'a> {
 
 impl<'a> DeadLetterRecord<'a> {
     /// A record stamped now.
-    pub fn new(component: &'a str, location: String, reason: &'a str, message: String, raw: &[u8]) -> Self {
+    pub fn new(
+        component: &'a str,
+        location: String,
+        reason: &'a str,
+        message: String,
+        raw: &[u8],
+    ) -> Self {
         let cut = raw.len() > MAX_RAW_BYTES;
         let raw = &raw[..raw.len().min(MAX_RAW_BYTES)];
         DeadLetterRecord {
@@ -86,7 +92,12 @@ impl DeadLetter {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            *guard = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+            *guard = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
         }
         guard.as_mut().expect("opened above").write_all(&buf)
     }
@@ -100,12 +111,27 @@ mod tests {
     fn appends_ndjson_records() {
         let dir = std::env::temp_dir().join(format!("auditrail-dl-{}", std::process::id()));
         let dl = DeadLetter::new(dir.join("sub/x.ndjson"));
-        dl.write(&[DeadLetterRecord::new("src", "f.log:3".into(), "invalid_json", "bad".into(), b"{\xff")])
-            .unwrap();
-        dl.write(&[DeadLetterRecord::new("src", "f.log:4".into(), "too_long", "long".into(), &vec![b'a'; MAX_RAW_BYTES + 1])])
-            .unwrap();
+        dl.write(&[DeadLetterRecord::new(
+            "src",
+            "f.log:3".into(),
+            "invalid_json",
+            "bad".into(),
+            b"{\xff",
+        )])
+        .unwrap();
+        dl.write(&[DeadLetterRecord::new(
+            "src",
+            "f.log:4".into(),
+            "too_long",
+            "long".into(),
+            &vec![b'a'; MAX_RAW_BYTES + 1],
+        )])
+        .unwrap();
         let text = std::fs::read_to_string(dl.path()).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["location"], "f.log:3");
         assert_eq!(lines[0]["raw"], "{\u{fffd}");

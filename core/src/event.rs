@@ -81,7 +81,9 @@ pub enum InvalidEvent {
     #[error("missing required field `time` (RFC 3339, e.g. \"2017-02-03T06:54:05.000Z\")")]
     MissingTime,
     /// `time` is present but not an RFC 3339 timestamp.
-    #[error("field `time` must be an RFC 3339 timestamp string, e.g. \"2017-02-03T06:54:05.000Z\": {0}")]
+    #[error(
+        "field `time` must be an RFC 3339 timestamp string, e.g. \"2017-02-03T06:54:05.000Z\": {0}"
+    )]
     InvalidTime(String),
     /// `uid` is present but not a non-empty string.
     #[error("field `uid` must be a non-empty string when present")]
@@ -140,7 +142,10 @@ struct Probe<'a> {
 fn trim(bytes: &[u8]) -> (usize, usize) {
     let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
     let start = bytes.iter().position(|b| !is_ws(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !is_ws(b)).map_or(start, |p| p + 1);
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_ws(b))
+        .map_or(start, |p| p + 1);
     (start, end)
 }
 
@@ -282,7 +287,8 @@ impl Event {
         obj.insert("code".into(), code.into());
         obj.insert(
             "time".into(),
-            now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true).into(),
+            now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                .into(),
         );
         for (k, v) in fields {
             obj.insert((*k).into(), v.clone());
@@ -489,15 +495,33 @@ mod tests {
             ("[1,2]", "not_object"),
             ("\"s\"", "not_object"),
             (r#"{"time":"2017-02-03T06:54:05Z"}"#, "missing_event"),
-            (r#"{"event":"","time":"2017-02-03T06:54:05Z"}"#, "invalid_event"),
-            (r#"{"event":5,"time":"2017-02-03T06:54:05Z"}"#, "invalid_event"),
+            (
+                r#"{"event":"","time":"2017-02-03T06:54:05Z"}"#,
+                "invalid_event",
+            ),
+            (
+                r#"{"event":5,"time":"2017-02-03T06:54:05Z"}"#,
+                "invalid_event",
+            ),
             (r#"{"event":"x"}"#, "missing_time"),
             (r#"{"event":"x","time":"yesterday"}"#, "invalid_time"),
             (r#"{"event":"x","time":17}"#, "invalid_time"),
-            (r#"{"event":"x","time":"2017-02-03T06:54:05Z","uid":7}"#, "invalid_uid"),
-            (r#"{"event":"x","event":"y","time":"2017-02-03T06:54:05Z"}"#, "invalid_event"),
-            (r#"{"event":"x","time":"2017-02-03T06:54:05Z""#, "invalid_json"),
-            (r#"{"event":"x","time":"2017-02-03T06:54:05Z"} {}"#, "invalid_json"),
+            (
+                r#"{"event":"x","time":"2017-02-03T06:54:05Z","uid":7}"#,
+                "invalid_uid",
+            ),
+            (
+                r#"{"event":"x","event":"y","time":"2017-02-03T06:54:05Z"}"#,
+                "invalid_event",
+            ),
+            (
+                r#"{"event":"x","time":"2017-02-03T06:54:05Z""#,
+                "invalid_json",
+            ),
+            (
+                r#"{"event":"x","time":"2017-02-03T06:54:05Z"} {}"#,
+                "invalid_json",
+            ),
         ];
         for (input, reason) in cases {
             let err = parse(input).unwrap_err();
@@ -523,7 +547,8 @@ mod tests {
 
     #[test]
     fn decodes_escaped_fields() {
-        let e = parse(r#"{"event":"a\u002eb","time":"2017-02-03T06:54:05Z","uid":"x\"y"}"#).unwrap();
+        let e =
+            parse(r#"{"event":"a\u002eb","time":"2017-02-03T06:54:05Z","uid":"x\"y"}"#).unwrap();
         assert_eq!(e.kind(), "a.b");
         assert_eq!(e.uid(), "x\"y");
         assert_eq!(e.field("event").unwrap(), "a.b");
@@ -531,7 +556,8 @@ mod tests {
 
     #[test]
     fn field_lookup() {
-        let e = parse(r#"{"event":"x","time":"2017-02-03T06:54:05Z","user":"al/ice","n":5}"#).unwrap();
+        let e =
+            parse(r#"{"event":"x","time":"2017-02-03T06:54:05Z","user":"al/ice","n":5}"#).unwrap();
         assert_eq!(e.field("user").unwrap(), "al/ice");
         assert_eq!(e.field("n").unwrap(), "5");
         assert!(e.field("nope").is_none());

@@ -19,7 +19,12 @@ pub struct Fanout {
 impl Fanout {
     /// A fan-out to `outputs` (at least one).
     pub fn new(outputs: Vec<BufferSender>) -> Fanout {
-        let chunk = outputs.iter().map(|o| o.capacity()).min().unwrap_or(1).max(1);
+        let chunk = outputs
+            .iter()
+            .map(|o| o.capacity())
+            .min()
+            .unwrap_or(1)
+            .max(1);
         Fanout { outputs, chunk }
     }
 
@@ -55,7 +60,11 @@ impl Fanout {
 
     /// Like [`Self::send`], but gives up after `timeout` and returns the events not sent. Batches larger than
     /// the smallest buffer are sent in parts; on timeout the parts already sent stay sent.
-    pub async fn send_timeout(&self, events: Vec<Event>, timeout: Duration) -> Result<(), Vec<Event>> {
+    pub async fn send_timeout(
+        &self,
+        events: Vec<Event>,
+        timeout: Duration,
+    ) -> Result<(), Vec<Event>> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut events = events;
         while !events.is_empty() {
@@ -113,7 +122,9 @@ mod tests {
 
     fn ev(i: usize) -> Event {
         Event::parse(
-            Bytes::from(format!(r#"{{"event":"x","uid":"{i}","time":"2017-02-03T06:54:05Z"}}"#)),
+            Bytes::from(format!(
+                r#"{{"event":"x","uid":"{i}","time":"2017-02-03T06:54:05Z"}}"#
+            )),
             1024,
         )
         .unwrap()
@@ -121,8 +132,20 @@ mod tests {
 
     #[tokio::test]
     async fn all_or_nothing_across_block_buffers() {
-        let (a, mut ra) = memory_buffer("a", &MemoryBufferConfig { max_events: 10, when_full: WhenFull::Block });
-        let (b, _rb) = memory_buffer("b", &MemoryBufferConfig { max_events: 2, when_full: WhenFull::Block });
+        let (a, mut ra) = memory_buffer(
+            "a",
+            &MemoryBufferConfig {
+                max_events: 10,
+                when_full: WhenFull::Block,
+            },
+        );
+        let (b, _rb) = memory_buffer(
+            "b",
+            &MemoryBufferConfig {
+                max_events: 2,
+                when_full: WhenFull::Block,
+            },
+        );
         let f = Fanout::new(vec![a, b]);
         assert_eq!(f.max_batch(), 2);
         f.try_send(vec![ev(1), ev(2)]).unwrap();
@@ -131,12 +154,21 @@ mod tests {
         let mut out = Vec::new();
         ra.recv_many(&mut out, 10).await;
         assert_eq!(out.len(), 2, "the refused batch reached no buffer");
-        assert!(f.send_timeout(vec![ev(4)], Duration::from_millis(20)).await.is_err());
+        assert!(f
+            .send_timeout(vec![ev(4)], Duration::from_millis(20))
+            .await
+            .is_err());
     }
 
     #[tokio::test]
     async fn large_batches_are_split() {
-        let (a, mut ra) = memory_buffer("a", &MemoryBufferConfig { max_events: 3, when_full: WhenFull::Block });
+        let (a, mut ra) = memory_buffer(
+            "a",
+            &MemoryBufferConfig {
+                max_events: 3,
+                when_full: WhenFull::Block,
+            },
+        );
         let f = Fanout::new(vec![a]);
         let sender = tokio::spawn(async move { f.send((0..10).map(ev).collect()).await });
         let mut out = Vec::new();

@@ -17,7 +17,11 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff starting at `base` and never waiting more than `cap`.
     pub fn new(base: Duration, cap: Duration) -> Backoff {
-        Backoff { base, cap, attempt: 0 }
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+        }
     }
 
     /// The next wait. `retry_after`, when the server sent one, is a floor.
@@ -52,7 +56,8 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
         for n in 0..30 {
             let d = b.next_delay(None);
-            let ceiling = Duration::from_millis(10 * (1u64 << n.min(20))).min(Duration::from_millis(100));
+            let ceiling =
+                Duration::from_millis(10 * (1u64 << n.min(20))).min(Duration::from_millis(100));
             assert!(d <= ceiling, "attempt {n}: {d:?} > {ceiling:?}");
         }
         assert_eq!(b.attempts(), 30);
@@ -63,6 +68,9 @@ mod tests {
     #[test]
     fn retry_after_is_a_floor() {
         let mut b = Backoff::new(Duration::from_millis(1), Duration::from_millis(5));
-        assert_eq!(b.next_delay(Some(Duration::from_secs(2))), Duration::from_secs(2));
+        assert_eq!(
+            b.next_delay(Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
     }
 }

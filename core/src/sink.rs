@@ -71,7 +71,9 @@ impl SinkMetrics {
 impl SinkContext {
     /// The context of sink `name` under `data_dir`.
     pub fn new(name: &str, data_dir: PathBuf) -> SinkContext {
-        let dead_letter = Arc::new(DeadLetter::new(data_dir.join("dead-letter").join(format!("{name}.ndjson"))));
+        let dead_letter = Arc::new(DeadLetter::new(
+            data_dir.join("dead-letter").join(format!("{name}.ndjson")),
+        ));
         SinkContext {
             name: name.into(),
             data_dir,

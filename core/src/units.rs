@@ -21,9 +21,11 @@ impl ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let num: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size: expected a number followed by B, KiB, MiB, GiB, KB, MB or GB"))?;
+        let num: u64 = num.parse().map_err(|_| {
+            format!(
+                "`{s}` is not a size: expected a number followed by B, KiB, MiB, GiB, KB, MB or GB"
+            )
+        })?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" => 1 << 10,
@@ -100,7 +102,9 @@ mod tests {
         assert_eq!(ByteSize::parse("1GiB").unwrap().0, 1 << 30);
         assert_eq!(ByteSize::parse("10 MB").unwrap().0, 10_000_000);
         assert_eq!(ByteSize::parse("42").unwrap().0, 42);
-        assert!(ByteSize::parse("1XB").unwrap_err().contains("unknown size unit `XB`"));
+        assert!(ByteSize::parse("1XB")
+            .unwrap_err()
+            .contains("unknown size unit `XB`"));
         assert!(ByteSize::parse("MiB").is_err());
     }
 }

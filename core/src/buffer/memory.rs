@@ -191,7 +191,10 @@ impl Reservation<'_> {
         let shared = &self.sender.shared;
         shared.dropped.increment(n);
         let total = shared.unreported_drops.fetch_add(n, Ordering::AcqRel) + n;
-        let mut last = shared.last_drop_log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = shared
+            .last_drop_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL) {
             *last = Some(Instant::now());
             tracing::warn!(
@@ -262,7 +265,12 @@ impl BufferReceiver {
 
     /// How many events wait in the buffer.
     pub fn len(&self) -> usize {
-        self.shared.capacity - self.shared.room.available_permits().min(self.shared.capacity)
+        self.shared.capacity
+            - self
+                .shared
+                .room
+                .available_permits()
+                .min(self.shared.capacity)
             + self.leftover.len()
     }
 

@@ -1,0 +1,200 @@
+//! The file sink: events as NDJSON lines in files named by a template, acknowledged once written (and fsynced,
+//! by default). A write that fails (disk full, directory not writable) is retried with backoff until it
+//! succeeds; meanwhile the buffer fills and backpressure reaches the sources, so nothing is lost.
+
+mod config;
+mod template;
+mod writer;
+
+pub use config::{FileSinkConfig, Fsync};
+pub use template::PathTemplate;
+
+use std::time::{Duration, Instant};
+
+use auditrail_core::buffer::BufferReceiver;
+use auditrail_core::retry::Backoff;
+use auditrail_core::{EventStatus, Sink, SinkContext, SinkFuture};
+
+use crate::SinkConfigError;
+use writer::Writer;
+
+/// How often a write that keeps failing is logged again.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// See the module documentation.
+pub struct FileSink {
+    config: FileSinkConfig,
+    writer: Writer,
+}
+
+impl FileSink {
+    /// A file sink; fails if the config does not validate.
+    pub fn new(config: FileSinkConfig) -> Result<FileSink, SinkConfigError> {
+        config.validate()?;
+        let writer = Writer::new(&config).map_err(|message| SinkConfigError {
+            field: "path",
+            message,
+        })?;
+        Ok(FileSink { config, writer })
+    }
+}
+
+impl Sink for FileSink {
+    fn run(self: Box<Self>, mut input: BufferReceiver, cx: SinkContext) -> SinkFuture {
+        Box::pin(async move {
+            let FileSink { config, mut writer } = *self;
+            let labels = [("sink", cx.name.to_string())];
+            let blocked = metrics::gauge!("auditrail_sink_write_blocked", &labels);
+            blocked.set(0.0);
+            let mut batch = Vec::with_capacity(config.batch_max_events);
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+            loop {
+                if input.recv_many(&mut batch, config.batch_max_events).await == 0 {
+                    writer.close_all();
+                    return Ok(());
+                }
+                let mut failing_since: Option<Instant> = None;
+                let mut last_log: Option<Instant> = None;
+                loop {
+                    let (w, b, result) = tokio::task::spawn_blocking(move || {
+                        let r = writer.write(&batch);
+                        (writer, batch, r)
+                    })
+                    .await?;
+                    writer = w;
+                    batch = b;
+                    match result {
+                        Ok(bytes) => {
+                            if let Some(since) = failing_since {
+                                blocked.set(0.0);
+                                tracing::info!(sink = %cx.name, failed_for = ?since.elapsed(), "writes succeed again");
+                            }
+                            backoff.reset();
+                            cx.metrics.events.increment(batch.len() as u64);
+                            cx.metrics.bytes.increment(bytes);
+                            for e in batch.drain(..) {
+                                e.finish(EventStatus::Delivered);
+                            }
+                            break;
+                        }
+                        Err(err) => {
+                            cx.metrics.errors.increment(1);
+                            cx.metrics.retries.increment(1);
+                            blocked.set(1.0);
+                            let since = *failing_since.get_or_insert_with(Instant::now);
+                            if last_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL) {
+                                last_log = Some(Instant::now());
+                                tracing::error!(
+                                    sink = %cx.name,
+                                    error = %err,
+                                    events = batch.len(),
+                                    failing_for = ?since.elapsed(),
+                                    "cannot write; holding the batch and retrying (sources are held back when the buffer fills)"
+                                );
+                            }
+                            tokio::time::sleep(backoff.next_delay(None)).await;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auditrail_core::buffer::{memory_buffer, MemoryBufferConfig};
+    use auditrail_core::{AckBatch, Event};
+    use bytes::Bytes;
+
+    fn ev(i: usize, kind: &str) -> Event {
+        Event::parse(
+            Bytes::from(format!(r#"{{"event":"{kind}","uid":"{i}","time":"2017-02-03T06:54:05Z","n":12345678901234567890}}"#)),
+            4096,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn writes_verbatim_lines_and_acknowledges() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = format!("{}/%Y/{{event}}.ndjson", dir.path().display());
+        let sink = FileSink::new(FileSinkConfig::with_path(path)).unwrap();
+        let (tx, rx) = memory_buffer("f", &MemoryBufferConfig::default());
+        let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel();
+        let batch = AckBatch::new(1, ack_tx);
+        let mut events = Vec::new();
+        for i in 0..10 {
+            let mut e = ev(i, if i % 2 == 0 { "a" } else { "b" });
+            e.set_finalizer(batch.finalizer());
+            events.push(e);
+        }
+        drop(batch);
+        let expected_a: Vec<u8> = events
+            .iter()
+            .filter(|e| e.kind() == "a")
+            .flat_map(|e| [e.raw().as_ref(), b"\n"].concat())
+            .collect();
+        tx.try_reserve(10).unwrap().send(events);
+        drop(tx);
+        Box::new(sink)
+            .run(rx, SinkContext::new("f", dir.path().into()))
+            .await
+            .unwrap();
+        assert_eq!(ack_rx.recv().await.unwrap().status, EventStatus::Delivered);
+        assert_eq!(
+            std::fs::read(dir.path().join("2017/a.ndjson")).unwrap(),
+            expected_a
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("2017/b.ndjson"))
+                .unwrap()
+                .lines()
+                .count(),
+            5
+        );
+    }
+
+    #[tokio::test]
+    async fn failing_writes_hold_events_until_they_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        // A regular file where the sink wants a directory fails for everyone, root included.
+        std::fs::write(out.join("sub"), b"").unwrap();
+        let sink = FileSink::new(FileSinkConfig::with_path(format!(
+            "{}/sub/events.ndjson",
+            out.display()
+        )))
+        .unwrap();
+        let (tx, rx) = memory_buffer("f", &MemoryBufferConfig::default());
+        let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel();
+        let batch = AckBatch::new(1, ack_tx);
+        let mut e = ev(1, "a");
+        e.set_finalizer(batch.finalizer());
+        drop(batch);
+        tx.try_reserve(1).unwrap().send(vec![e]);
+        let task = tokio::spawn(Box::new(sink).run(rx, SinkContext::new("f", dir.path().into())));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            ack_rx.try_recv().is_err(),
+            "nothing acknowledged while the write fails"
+        );
+        std::fs::remove_file(out.join("sub")).unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(40), ack_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome.status, EventStatus::Delivered);
+        drop(tx);
+        task.await.unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("sub/events.ndjson"))
+                .unwrap()
+                .lines()
+                .count(),
+            1
+        );
+    }
+}

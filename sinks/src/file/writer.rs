@@ -1,0 +1,197 @@
+//! Blocking file I/O of the file sink: appends one batch to the files its events render to, all or nothing.
+//!
+//! A batch is grouped by path (keeping order within each file), appended, and fsynced as configured. If any
+//! write or fsync fails, every file the batch touched is cut back to its length before the batch, so a retry
+//! never leaves a partial line or writes the same event twice.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use auditrail_core::Event;
+
+use super::config::{FileSinkConfig, Fsync};
+use super::template::PathTemplate;
+
+/// A failed batch: which file and what the OS said.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} `{path}`: {source}")]
+pub struct WriteError {
+    /// What was being done.
+    pub action: &'static str,
+    /// The file.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: io::Error,
+}
+
+struct OpenFile {
+    file: File,
+    last_write: Instant,
+}
+
+/// Open files and the template, owned by the sink and moved into a blocking task for each batch.
+pub struct Writer {
+    template: PathTemplate,
+    fsync: Fsync,
+    max_open: usize,
+    idle: Duration,
+    open: HashMap<PathBuf, OpenFile>,
+    /// Reused grouping buffers: (path, bytes).
+    groups: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl Writer {
+    /// A writer for `config` (already validated).
+    pub fn new(config: &FileSinkConfig) -> Result<Writer, String> {
+        Ok(Writer {
+            template: PathTemplate::parse(&config.path)?,
+            fsync: config.fsync,
+            max_open: config.max_open_files,
+            idle: config.idle_timeout.0,
+            open: HashMap::new(),
+            groups: Vec::new(),
+        })
+    }
+
+    /// Appends `events` (one line each) and returns the bytes written.
+    pub fn write(&mut self, events: &[Event]) -> Result<u64, WriteError> {
+        self.group(events);
+        let groups = std::mem::take(&mut self.groups);
+        let result = self.write_groups(&groups);
+        self.groups = groups;
+        self.close_idle();
+        result
+    }
+
+    fn group(&mut self, events: &[Event]) {
+        for (_, buf) in &mut self.groups {
+            buf.clear();
+        }
+        let mut used = 0;
+        for e in events {
+            let path = self.template.render(e);
+            let i = match self.groups[..used].iter().position(|(p, _)| *p == path) {
+                Some(i) => i,
+                None => {
+                    if used == self.groups.len() {
+                        self.groups.push((path, Vec::new()));
+                    } else {
+                        self.groups[used].0 = path;
+                    }
+                    used += 1;
+                    used - 1
+                }
+            };
+            let buf = &mut self.groups[i].1;
+            buf.extend_from_slice(e.raw());
+            buf.push(b'\n');
+        }
+        self.groups.truncate(used);
+    }
+
+    fn write_groups(&mut self, groups: &[(PathBuf, Vec<u8>)]) -> Result<u64, WriteError> {
+        let mut before: Vec<(&Path, u64)> = Vec::with_capacity(groups.len());
+        let mut total = 0;
+        let outcome = (|| {
+            for (path, buf) in groups {
+                let f = self.file(path)?;
+                let len = f
+                    .file
+                    .metadata()
+                    .map_err(|source| WriteError {
+                        action: "reading the length of",
+                        path: path.clone(),
+                        source,
+                    })?
+                    .len();
+                before.push((path, len));
+                f.file.write_all(buf).map_err(|source| WriteError {
+                    action: "writing to",
+                    path: path.clone(),
+                    source,
+                })?;
+                f.last_write = Instant::now();
+                total += buf.len() as u64;
+            }
+            if self.fsync == Fsync::Batch {
+                for (path, _) in groups {
+                    let f = self.file(path)?;
+                    f.file.sync_data().map_err(|source| WriteError {
+                        action: "syncing",
+                        path: path.clone(),
+                        source,
+                    })?;
+                }
+            }
+            Ok(total)
+        })();
+        if outcome.is_err() {
+            for (path, len) in before {
+                if let Some(f) = self.open.remove(path) {
+                    // Best effort: if even this fails the retry may duplicate lines, never lose them.
+                    let _ = f.file.set_len(len);
+                }
+            }
+        }
+        outcome
+    }
+
+    fn file(&mut self, path: &Path) -> Result<&mut OpenFile, WriteError> {
+        if !self.open.contains_key(path) {
+            if self.open.len() >= self.max_open {
+                self.close_oldest();
+            }
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| WriteError {
+                    action: "creating the directory of",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o640)
+                .open(path)
+                .map_err(|source| WriteError {
+                    action: "opening",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            self.open.insert(
+                path.to_path_buf(),
+                OpenFile {
+                    file,
+                    last_write: Instant::now(),
+                },
+            );
+        }
+        Ok(self.open.get_mut(path).expect("inserted above"))
+    }
+
+    fn close_oldest(&mut self) {
+        if let Some(oldest) = self
+            .open
+            .iter()
+            .min_by_key(|(_, f)| f.last_write)
+            .map(|(p, _)| p.clone())
+        {
+            self.open.remove(&oldest);
+        }
+    }
+
+    fn close_idle(&mut self) {
+        let idle = self.idle;
+        self.open.retain(|_, f| f.last_write.elapsed() < idle);
+    }
+
+    /// Closes every file (data was already fsynced per batch as configured).
+    pub fn close_all(&mut self) {
+        self.open.clear();
+    }
+}
