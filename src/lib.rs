@@ -1,1 +1,10 @@
+//! auditrail: a node agent and forwarder for security audit data.
+//!
+//! The binary (`main.rs`) is a thin CLI over this library: [`config`] loads and checks the TOML file,
+//! [`pipeline`] runs sources → buffers → sinks, [`api`] serves metrics and health.
 
+pub mod api;
+pub mod config;
+pub mod pipeline;
+pub mod sources;
+pub mod systemd;

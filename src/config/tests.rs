@@ -1,0 +1,189 @@
+//! Config loader tests: shapes, defaults, and the exact wording and position of errors.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("test.toml"), text, &|name| match name {
+        "HEC_TOKEN" => Some("hunter2-secret".into()),
+        "PORT" => Some("8686".into()),
+        _ => None,
+    })
+}
+
+fn err(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+const GOOD: &str = r#"
+data_dir = "/tmp/x"
+
+[api]
+address = "127.0.0.1:9598"
+
+[sources.teleport]
+type = "file"
+include = ["/var/lib/teleport/log/events/*.log"]
+
+[sources.local]
+type = "http"
+address = "127.0.0.1:${PORT}"
+token = "${HEC_TOKEN}"
+
+[sinks.archive]
+type = "file"
+inputs = ["teleport", "local"]
+path = "/var/log/audit/%Y-%m-%d/{event}.ndjson"
+buffer = { type = "memory", max_events = 500, when_full = "drop_newest" }
+"#;
+
+#[test]
+fn loads_a_full_config() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+    let SourceConfig::Http(h) = &c.sources["local"] else {
+        panic!()
+    };
+    assert_eq!(h.address.port(), 8686);
+    assert_eq!(h.token.as_deref(), Some("hunter2-secret"));
+    let s = &c.sinks["archive"];
+    assert_eq!(s.inputs, ["teleport", "local"]);
+    assert_eq!(
+        s.buffer.when_full(),
+        auditrail_core::buffer::WhenFull::DropNewest
+    );
+}
+
+#[test]
+fn embedded_default_is_valid() {
+    Config::parse(Path::new(EMBEDDED_NAME), EMBEDDED_DEFAULT, &|_| None).unwrap();
+}
+
+#[test]
+fn unknown_key_points_at_the_key_and_lists_valid_ones() {
+    let text = GOOD.replace("path = \"/var/log", "pth = \"/var/log");
+    let e = err(&text);
+    assert!(
+        e.starts_with("test.toml:19:1: unknown field `pth`, expected one of `path`"),
+        "{e}"
+    );
+    assert!(e.contains("`type`, `inputs`, `buffer`"), "{e}");
+    let text = GOOD.replace("include =", "includes =");
+    let e = err(&text);
+    assert!(
+        e.starts_with(
+            "test.toml:9:1: unknown field `includes`, expected one of `include`, `exclude`"
+        ),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("max_events = 500", "max_evnts = 500"));
+    assert!(
+        e.starts_with(
+            "test.toml:20:29: unknown field `max_evnts`, expected `max_events` or `when_full`"
+        ),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("data_dir =", "datadir ="));
+    assert!(
+        e.starts_with("test.toml:2:1: unknown field `datadir`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_type_lists_the_types() {
+    let e = err(&GOOD.replace("type = \"http\"", "type = \"htp\""));
+    assert!(e.starts_with("test.toml:12:8:"), "{e}");
+    assert!(
+        e.contains("unknown variant `htp`, expected one of `file`, `http`, `unix`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_input_names_the_sources() {
+    let e = err(&GOOD.replace(
+        "inputs = [\"teleport\", \"local\"]",
+        "inputs = [\"teleport\", \"lokal\", \"local\"]",
+    ));
+    assert_eq!(
+        e.lines().next().unwrap(),
+        "test.toml:18:23: sink `archive` reads from `lokal`, which is not a source; the sources are `local`, `teleport`"
+    );
+}
+
+#[test]
+fn unread_source_is_an_error() {
+    let e = err(&GOOD.replace(
+        "inputs = [\"teleport\", \"local\"]",
+        "inputs = [\"teleport\"]",
+    ));
+    assert!(e.contains("source `local` is not read by any sink"), "{e}");
+    assert!(e.starts_with("test.toml:11:"), "{e}");
+}
+
+#[test]
+fn missing_env_var_is_an_error_at_its_place() {
+    let e = err(&GOOD.replace("${HEC_TOKEN}", "${NOT_SET}"));
+    assert!(
+        e.starts_with("test.toml:14:10: environment variable `NOT_SET` is not set"),
+        "{e}"
+    );
+}
+
+#[test]
+fn comments_may_mention_variables() {
+    parse(&format!("# token = \"${{UNSET_IN_COMMENT}}\"\n{GOOD}")).unwrap();
+}
+
+#[test]
+fn expanded_secrets_never_appear_in_errors() {
+    let text = GOOD.replace("max_events = 500", "max_events = \"${HEC_TOKEN}\"");
+    let e = err(&text);
+    assert!(!e.contains("hunter2"), "{e}");
+    assert!(e.contains("test.toml:20:"), "{e}");
+}
+
+#[test]
+fn positions_after_an_expansion_are_those_of_the_file() {
+    let text = GOOD
+        .replace("path = \"/var/log", "path = \"${HEC_TOKEN}/var/log")
+        .replace("[sinks.archive]", "[sinks.archive]\nbogus = 1");
+    let e = err(&text);
+    assert!(
+        e.starts_with("test.toml:17:1: unknown field `bogus`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_values_say_what_is_expected() {
+    let e = err(&GOOD.replace("address = \"127.0.0.1:9598\"", "address = \"localhost\""));
+    assert!(e.starts_with("test.toml:5:11:"), "{e}");
+    assert!(e.contains("invalid socket address"), "{e}");
+    let e = err(&GOOD.replace("{event}.ndjson", "{event.ndjson"));
+    assert!(e.contains("sink `archive`: `path`:"), "{e}");
+    let e = err(&format!("shutdown_timeout = \"soon\"\n{GOOD}"));
+    assert!(e.contains("`soon` is not a duration"), "{e}");
+    let e = err("[sources.a]\ntype = \"file\"\ninclude = []\n[sinks.b]\ntype = \"console\"\ninputs = [\"a\"]\n");
+    assert!(e.contains("`include` is empty"), "{e}");
+}
+
+#[test]
+fn syntax_errors_have_positions() {
+    let e = err("data_dir = \n");
+    assert!(e.starts_with("test.toml:1:"), "{e}");
+}
+
+#[test]
+fn empty_config_says_what_to_add() {
+    assert!(err("").contains("no sources"));
+}
+
+#[test]
+fn names_must_be_file_safe() {
+    let e = err(&GOOD
+        .replace("[sources.local]", "[sources.\"lo/cal\"]")
+        .replace("\"local\"]", "\"lo/cal\"]"));
+    assert!(e.contains("`lo/cal` is not a valid component name"), "{e}");
+}

@@ -1,0 +1,319 @@
+//! The file source: tails JSONL files and moves each file's checkpoint only over lines that every sink
+//! acknowledged.
+//!
+//! [`tailer`] does the blocking reading and parsing; this file drives it, hands batches to the fan-out (waiting
+//! when a `block` buffer is full, which is how backpressure stops the reading), collects batch outcomes, and
+//! writes checkpoints. A batch whose events were not all handled (a sink stopped before acknowledging) holds its
+//! file's checkpoint where it is, so after a restart those lines are read again: at least once.
+
+mod checkpoint;
+mod config;
+mod tailer;
+
+pub use checkpoint::{Checkpoints, Entry, FileKey, Fingerprint};
+pub use config::{FileSourceConfig, ReadFrom};
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use auditrail_core::{AckBatch, BatchOutcome, EventStatus};
+use tokio::sync::mpsc;
+
+use super::{SourceContext, SourceError, SourceTask};
+use tailer::{PollResult, Tailer};
+
+struct Pending {
+    id: u64,
+    end_offset: u64,
+    end_line: Option<u64>,
+    status: Option<EventStatus>,
+}
+
+/// Acknowledgement state of one file.
+struct FileAcks {
+    path: PathBuf,
+    committed: u64,
+    committed_line: Option<u64>,
+    fingerprint: Fingerprint,
+    pending: VecDeque<Pending>,
+    closed: bool,
+    stuck_reported: bool,
+}
+
+/// Builds the file source: loads its checkpoints (a damaged checkpoint file is an error, not a silent restart
+/// from scratch).
+pub fn build(config: FileSourceConfig, cx: SourceContext) -> Result<SourceTask, SourceError> {
+    let checkpoints = Checkpoints::new(&cx.data_dir, &cx.name);
+    let loaded = checkpoints.load().map_err(|message| SourceError::State {
+        source_name: cx.name.to_string(),
+        message: format!(
+            "{message}; move it away to start over (files are then read as `read_from` says)"
+        ),
+    })?;
+    let tailer = Tailer::new(&config, loaded);
+    Ok(Box::pin(
+        FileSource::new(config, cx, checkpoints).run(tailer),
+    ))
+}
+
+struct FileSource {
+    config: FileSourceConfig,
+    cx: SourceContext,
+    checkpoints: Checkpoints,
+    files: HashMap<FileKey, FileAcks>,
+    batches: HashMap<u64, FileKey>,
+    next_id: u64,
+    acks_tx: mpsc::UnboundedSender<BatchOutcome>,
+    acks_rx: mpsc::UnboundedReceiver<BatchOutcome>,
+    dirty: bool,
+    last_save: Instant,
+}
+
+impl FileSource {
+    fn new(config: FileSourceConfig, cx: SourceContext, checkpoints: Checkpoints) -> FileSource {
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+        FileSource {
+            config,
+            cx,
+            checkpoints,
+            files: HashMap::new(),
+            batches: HashMap::new(),
+            next_id: 0,
+            acks_tx,
+            acks_rx,
+            dirty: false,
+            last_save: Instant::now(),
+        }
+    }
+
+    async fn run(mut self, mut tailer: Tailer) {
+        let mut tick = tokio::time::interval(
+            self.config
+                .checkpoint_interval
+                .0
+                .max(Duration::from_millis(10)),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = self.cx.shutdown.clone();
+        let poll_interval = self.config.poll_interval.0;
+        'read: loop {
+            if shutdown.is_triggered() {
+                break;
+            }
+            let ingest = Arc::clone(&self.cx.ingest);
+            let (t, result) = match tokio::task::spawn_blocking(move || {
+                let r = tailer.poll(&ingest);
+                (tailer, r)
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(source = %self.cx.name, error = %e, "file reader task failed; stopping this source");
+                    break;
+                }
+            };
+            tailer = t;
+            let progressed = result.progressed;
+            let sends = self.absorb(result);
+            for events in sends {
+                let fanout = self.cx.fanout.clone();
+                let send = fanout.send(events);
+                tokio::pin!(send);
+                loop {
+                    tokio::select! {
+                        _ = &mut send => break,
+                        Some(o) = self.acks_rx.recv() => self.on_outcome(o),
+                        _ = tick.tick() => self.save(),
+                        // Dropping the unfinished send fails the events it still held: not checkpointed.
+                        _ = shutdown.wait() => break 'read,
+                    }
+                }
+            }
+            while let Ok(o) = self.acks_rx.try_recv() {
+                self.on_outcome(o);
+            }
+            if !progressed {
+                let sleep = tokio::time::sleep(poll_interval);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        Some(o) = self.acks_rx.recv() => self.on_outcome(o),
+                        _ = tick.tick() => self.save(),
+                        _ = shutdown.wait() => break 'read,
+                    }
+                }
+            }
+            self.save_if_due();
+        }
+        self.finish().await;
+    }
+
+    /// Takes in what a poll saw and returns the event batches to send, each with its finalizers.
+    fn absorb(&mut self, result: PollResult) -> Vec<Vec<auditrail_core::Event>> {
+        for o in result.opened {
+            self.files.insert(
+                o.key,
+                FileAcks {
+                    path: o.path,
+                    committed: o.offset,
+                    committed_line: o.line,
+                    fingerprint: o.fingerprint,
+                    pending: VecDeque::new(),
+                    closed: false,
+                    stuck_reported: false,
+                },
+            );
+            self.dirty = true;
+        }
+        for key in result.truncated {
+            if let Some(f) = self.files.get_mut(&key) {
+                for p in f.pending.drain(..) {
+                    self.batches.remove(&p.id);
+                }
+                f.committed = 0;
+                f.committed_line = Some(0);
+                self.dirty = true;
+            }
+        }
+        let mut sends = Vec::with_capacity(result.batches.len());
+        for b in result.batches {
+            let Some(f) = self.files.get_mut(&b.key) else {
+                continue;
+            };
+            f.fingerprint = b.fingerprint;
+            let id = self.next_id;
+            self.next_id += 1;
+            f.pending.push_back(Pending {
+                id,
+                end_offset: b.end_offset,
+                end_line: b.end_line,
+                status: None,
+            });
+            self.batches.insert(id, b.key);
+            let batch = AckBatch::new(id, self.acks_tx.clone());
+            let mut events = b.events;
+            for e in &mut events {
+                e.set_finalizer(batch.finalizer());
+            }
+            // An empty batch (only invalid or blank lines) completes as soon as `batch` is dropped here.
+            drop(batch);
+            if !events.is_empty() {
+                sends.push(events);
+            }
+        }
+        for key in result.closed {
+            if let Some(f) = self.files.get_mut(&key) {
+                f.closed = true;
+            }
+        }
+        self.forget_closed();
+        sends
+    }
+
+    fn on_outcome(&mut self, o: BatchOutcome) {
+        let Some(key) = self.batches.remove(&o.id) else {
+            return;
+        };
+        let Some(f) = self.files.get_mut(&key) else {
+            return;
+        };
+        if let Some(p) = f.pending.iter_mut().find(|p| p.id == o.id) {
+            p.status = Some(o.status);
+        }
+        while let Some(front) = f.pending.front() {
+            match front.status {
+                Some(s) if s.is_final() => {
+                    f.committed = front.end_offset;
+                    f.committed_line = front.end_line;
+                    f.pending.pop_front();
+                    self.dirty = true;
+                }
+                Some(_) => {
+                    if !f.stuck_reported {
+                        f.stuck_reported = true;
+                        tracing::warn!(
+                            source = %self.cx.name,
+                            path = %f.path.display(),
+                            offset = f.committed,
+                            "events were not delivered by every sink; the checkpoint stays here and they are read again after a restart"
+                        );
+                    }
+                    break;
+                }
+                None => break,
+            }
+        }
+        self.forget_closed();
+    }
+
+    fn forget_closed(&mut self) {
+        let before = self.files.len();
+        self.files
+            .retain(|_, f| !(f.closed && f.pending.is_empty()));
+        if self.files.len() != before {
+            self.dirty = true;
+        }
+    }
+
+    /// Saves when the interval has passed; the reading loop calls this because a busy reader may never
+    /// wait on the ticker.
+    fn save_if_due(&mut self) {
+        if self.last_save.elapsed() >= self.config.checkpoint_interval.0 {
+            self.save();
+        }
+    }
+
+    fn save(&mut self) {
+        self.last_save = Instant::now();
+        if !self.dirty {
+            return;
+        }
+        let mut entries: Vec<Entry> = self
+            .files
+            .iter()
+            .map(|(key, f)| Entry {
+                key: *key,
+                path: f.path.clone(),
+                offset: f.committed,
+                line: f.committed_line,
+                fingerprint: f.fingerprint,
+            })
+            .collect();
+        entries.sort_by_key(|e| e.key);
+        match self.checkpoints.save(&entries) {
+            Ok(()) => self.dirty = false,
+            Err(e) => tracing::error!(
+                source = %self.cx.name,
+                path = %self.checkpoints.path().display(),
+                error = %e,
+                "cannot write checkpoints; will retry (after a crash now, acknowledged lines would be read again)"
+            ),
+        }
+    }
+
+    /// After shutdown: stop feeding the sinks, wait for the outcome of what is in flight, write the last
+    /// checkpoint. Sinks that run out of `shutdown_timeout` are stopped by the pipeline, which fails their events
+    /// and so ends this wait too.
+    async fn finish(mut self) {
+        let fanout =
+            std::mem::replace(&mut self.cx.fanout, auditrail_core::Fanout::new(Vec::new()));
+        drop(fanout);
+        let in_flight = |s: &FileSource| {
+            s.files
+                .values()
+                .any(|f| f.pending.iter().any(|p| p.status.is_none()))
+        };
+        while in_flight(&self) {
+            match self.acks_rx.recv().await {
+                Some(o) => self.on_outcome(o),
+                None => break,
+            }
+        }
+        self.save();
+        tracing::info!(source = %self.cx.name, "file source stopped; checkpoints written");
+    }
+}

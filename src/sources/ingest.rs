@@ -1,0 +1,215 @@
+//! What every source does with the bytes it received: parse each event once, count it, and turn anything
+//! invalid into a counted, logged, dead-lettered record instead of an error that could stop other events.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use auditrail_core::dead_letter::{DeadLetter, DeadLetterRecord};
+use auditrail_core::{Event, InvalidEvent};
+use bytes::Bytes;
+use metrics::Counter;
+
+use super::lines::Line;
+
+/// How many invalid inputs are logged one by one per window; the rest are summed up.
+const LOG_BURST: u32 = 20;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Input that was not accepted, with where it came from.
+pub struct Rejected {
+    /// `file:line`, `http request 12 line 3`, ...
+    pub location: String,
+    /// Why.
+    pub error: InvalidEvent,
+    /// The bytes (possibly only a prefix, for over-long lines).
+    pub raw: Bytes,
+}
+
+struct LogWindow {
+    started: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+/// Per-source parsing, counting and dead-lettering.
+pub struct Ingest {
+    source: Arc<str>,
+    max_line: usize,
+    dead_letter: DeadLetter,
+    invalid: Vec<(&'static str, Counter)>,
+    events: Counter,
+    bytes: Counter,
+    window: Mutex<LogWindow>,
+}
+
+impl Ingest {
+    /// Registers the source's counters; dead letters go to `data_dir/dead-letter/sources/<name>.ndjson`.
+    pub fn new(source: &str, max_line: usize, data_dir: &Path) -> Ingest {
+        let invalid = InvalidEvent::REASONS
+            .iter()
+            .map(|r| {
+                let c = metrics::counter!("auditrail_source_invalid_total", "source" => source.to_string(), "reason" => *r);
+                c.increment(0);
+                (*r, c)
+            })
+            .collect();
+        let events =
+            metrics::counter!("auditrail_source_events_total", "source" => source.to_string());
+        let bytes =
+            metrics::counter!("auditrail_source_bytes_total", "source" => source.to_string());
+        events.increment(0);
+        bytes.increment(0);
+        Ingest {
+            source: source.into(),
+            max_line,
+            dead_letter: DeadLetter::new(
+                data_dir
+                    .join("dead-letter")
+                    .join("sources")
+                    .join(format!("{source}.ndjson")),
+            ),
+            invalid,
+            events,
+            bytes,
+            window: Mutex::new(LogWindow {
+                started: Instant::now(),
+                logged: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// The source's name.
+    pub fn source(&self) -> &Arc<str> {
+        &self.source
+    }
+
+    /// The most bytes one event may have.
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
+    /// Parses one event and tags it with the source; does not count it (see [`Self::count`]).
+    pub fn parse(&self, raw: Bytes) -> Result<Event, InvalidEvent> {
+        let mut e = Event::parse(raw, self.max_line)?;
+        e.set_source(Arc::clone(&self.source));
+        Ok(e)
+    }
+
+    /// Turns one line of a stream into an event or a refusal; blank lines are skipped. `location` names the
+    /// line from its number (when known) and stream offset.
+    pub fn take_line(
+        &self,
+        line: Line,
+        location: impl Fn(Option<u64>, u64) -> String,
+        events: &mut Vec<Event>,
+        rejected: &mut Vec<Rejected>,
+    ) {
+        match line {
+            Line::Complete {
+                bytes,
+                number,
+                start,
+            } => {
+                if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+                    return;
+                }
+                match self.parse(bytes.clone()) {
+                    Ok(e) => events.push(e),
+                    Err(error) => rejected.push(Rejected {
+                        location: location(number, start),
+                        error,
+                        raw: bytes,
+                    }),
+                }
+            }
+            Line::TooLong {
+                prefix,
+                len,
+                number,
+                start,
+            } => rejected.push(Rejected {
+                location: location(number, start),
+                error: InvalidEvent::TooLong {
+                    len,
+                    max: self.max_line,
+                },
+                raw: prefix,
+            }),
+        }
+    }
+
+    /// Counts accepted events.
+    pub fn count(&self, events: &[Event]) {
+        self.count_totals(
+            events.len() as u64,
+            events.iter().map(|e| e.raw().len() as u64).sum(),
+        );
+    }
+
+    /// Counts accepted events by their totals.
+    pub fn count_totals(&self, events: u64, bytes: u64) {
+        self.events.increment(events);
+        self.bytes.increment(bytes);
+    }
+
+    /// Counts, logs and dead-letters what was refused. Never fails: a dead-letter file that cannot be written
+    /// is itself logged as an error, and the counters still move.
+    pub fn reject<'a>(&self, rejected: impl IntoIterator<Item = &'a Rejected>) {
+        let mut records = Vec::new();
+        for r in rejected {
+            let reason = r.error.reason();
+            if let Some((_, c)) = self.invalid.iter().find(|(n, _)| *n == reason) {
+                c.increment(1);
+            }
+            self.log(r);
+            records.push(DeadLetterRecord::new(
+                &self.source,
+                r.location.clone(),
+                reason,
+                r.error.to_string(),
+                &r.raw,
+            ));
+        }
+        if records.is_empty() {
+            return;
+        }
+        if let Err(e) = self.dead_letter.write(&records) {
+            tracing::error!(
+                source = %self.source,
+                path = %self.dead_letter.path().display(),
+                error = %e,
+                records = records.len(),
+                "cannot write the dead-letter file; the invalid input is counted but not kept"
+            );
+        }
+    }
+
+    fn log(&self, r: &Rejected) {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.started.elapsed() >= LOG_WINDOW {
+            if w.suppressed > 0 {
+                tracing::warn!(source = %self.source, suppressed = w.suppressed, "more invalid input was counted and dead-lettered without a log line each");
+            }
+            *w = LogWindow {
+                started: Instant::now(),
+                logged: 0,
+                suppressed: 0,
+            };
+        }
+        if w.logged < LOG_BURST {
+            w.logged += 1;
+            tracing::warn!(
+                source = %self.source,
+                location = %r.location,
+                reason = r.error.reason(),
+                error = %r.error,
+                dead_letter = %self.dead_letter.path().display(),
+                "invalid input"
+            );
+        } else {
+            w.suppressed += 1;
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Sources: where events come from. Each folder holds one kind; they share [`ingest`] (parse, count, dead-letter)
+//! and hand batches to the [`Fanout`] they are given, knowing nothing of the sinks behind it.
+
+pub mod file;
+pub mod http;
+pub mod ingest;
+pub mod lines;
+pub mod unix;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use auditrail_core::shutdown::Shutdown;
+use auditrail_core::Fanout;
+use serde::Deserialize;
+
+use ingest::Ingest;
+
+/// A `[sources.NAME]` table, chosen by its `type` key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// Tail JSONL files.
+    File(file::FileSourceConfig),
+    /// `POST /v1/events`.
+    Http(http::HttpSourceConfig),
+    /// NDJSON over a unix stream socket.
+    Unix(unix::UnixSourceConfig),
+}
+
+impl SourceConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            SourceConfig::File(c) => c.validate(),
+            SourceConfig::Http(c) => c.validate(),
+            SourceConfig::Unix(c) => c.validate(),
+        }
+    }
+
+    /// The most bytes one event may have at this source.
+    fn max_line_bytes(&self) -> usize {
+        match self {
+            SourceConfig::File(c) => c.max_line_bytes.as_usize(),
+            SourceConfig::Http(c) => c.max_line_bytes.as_usize(),
+            SourceConfig::Unix(c) => c.max_line_bytes.as_usize(),
+        }
+    }
+}
+
+/// A source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Binding a listener failed.
+    #[error("source `{source_name}`: cannot listen on {address}: {error}")]
+    Listen {
+        /// The source.
+        source_name: String,
+        /// What it tried to listen on.
+        address: String,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// Its state under data_dir is unusable.
+    #[error("source `{source_name}`: {message}")]
+    State {
+        /// The source.
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What a source is given.
+pub struct SourceContext {
+    /// The source's name.
+    pub name: Arc<str>,
+    /// The agent's data_dir.
+    pub data_dir: PathBuf,
+    /// Where its events go.
+    pub fanout: Fanout,
+    /// Fires on SIGTERM.
+    pub shutdown: Shutdown,
+    /// Parsing, counting and dead-lettering shared by all sources.
+    pub ingest: Arc<Ingest>,
+}
+
+/// A running source: completes after shutdown once its final checkpoint is written.
+pub type SourceTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Prepares the source (binds sockets, loads checkpoints) and returns the task that runs it.
+pub async fn build(
+    name: &str,
+    config: &SourceConfig,
+    data_dir: PathBuf,
+    fanout: Fanout,
+    shutdown: Shutdown,
+) -> Result<SourceTask, SourceError> {
+    let ingest = Arc::new(Ingest::new(name, config.max_line_bytes(), &data_dir));
+    let cx = SourceContext {
+        name: name.into(),
+        data_dir,
+        fanout,
+        shutdown,
+        ingest,
+    };
+    match config {
+        SourceConfig::File(c) => file::build(c.clone(), cx),
+        SourceConfig::Http(c) => http::build(c.clone(), cx).await,
+        SourceConfig::Unix(c) => unix::build(c.clone(), cx),
+    }
+}
