@@ -489,9 +489,22 @@ log "input: $input_bytes bytes, $(line_count "$input") lines"
 # Warm the page cache so that every tool reads the input from memory.
 cat "$input" >/dev/null
 sync
-load_start=$(cut -d ' ' -f 1 /proc/loadavg)
-if awk -v l="$load_start" 'BEGIN { exit !(l > 0.5) }'; then
-    log "warning: load average is $load_start; other processes will skew the numbers"
+# How busy the CPUs are without us (percent over 2 s, from /proc/stat).
+cpu_busy_pct() {
+    local a b
+    a=$(head -n 1 /proc/stat)
+    sleep 2
+    b=$(head -n 1 /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        na = split(a, x); split(b, y); total = 0
+        for (i = 2; i <= na && i <= 9; i++) total += y[i] - x[i]  # up to steal
+        idle = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%.0f", (total > 0 ? 100 * (total - idle) / total : 0)
+    }'
+}
+busy_start=$(cpu_busy_pct)
+if ((busy_start > 25)); then
+    log "warning: the CPUs are ${busy_start}% busy before the runs; other processes will skew the numbers"
 fi
 
 versions=()
@@ -530,7 +543,7 @@ cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 mem_gib=$(awk '/^MemTotal:/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
 avg_bytes=$((input_bytes / count))
 
-echo "Machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, ${mem_gib} GiB RAM, Linux $(uname -r); 1-minute load average $load_start before the runs, $(cut -d ' ' -f 1 /proc/loadavg) after."
+echo "Machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, ${mem_gib} GiB RAM, Linux $(uname -r); CPUs ${busy_start}% busy just before the runs."
 echo
 echo "Job: $count events ($(with_commas "$input_bytes") bytes, ${avg_bytes} bytes/event on average), one file to another; median of $runs runs."
 if ((${#versions[@]})); then
