@@ -226,10 +226,13 @@ impl Event {
                 Err(e) => Err(InvalidEvent::NotJson(e.to_string())),
             };
         }
-        if memchr_newline(&raw) {
+        if memchr::memchr2(b'\n', b'\r', &raw).is_some() {
             raw = Bytes::from(compact(&raw));
         }
-        let probe: Probe<'_> = match serde_json::from_slice(&raw) {
+        // One vectorized UTF-8 check of the whole line lets serde_json skip checking each string on its own.
+        let text = std::str::from_utf8(&raw)
+            .map_err(|e| InvalidEvent::NotJson(format!("not UTF-8: {e}")))?;
+        let probe: Probe<'_> = match serde_json::from_str(text) {
             Ok(p) => p,
             Err(e) => return Err(classify_serde_error(e)),
         };
@@ -388,10 +391,6 @@ impl Event {
             Cow::Borrowed(s)
         }
     }
-}
-
-fn memchr_newline(b: &[u8]) -> bool {
-    b.iter().any(|&c| c == b'\n' || c == b'\r')
 }
 
 fn classify_serde_error(e: serde_json::Error) -> InvalidEvent {

@@ -15,6 +15,14 @@ use super::lines::Line;
 /// How many invalid inputs are logged one by one per window; the rest are summed up.
 const LOG_BURST: u32 = 20;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Below this many lines, parsing on one thread is cheaper than handing work to another.
+const PARALLEL_MIN_LINES: usize = 512;
+
+/// Threads used to parse one read: the machine's cores, capped at 4.
+fn parse_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+}
 
 /// Input that was not accepted, with where it came from.
 pub struct Rejected {
@@ -102,7 +110,7 @@ impl Ingest {
     pub fn take_line(
         &self,
         line: Line,
-        location: impl Fn(Option<u64>, u64) -> String,
+        location: &impl Fn(Option<u64>, u64) -> String,
         events: &mut Vec<Event>,
         rejected: &mut Vec<Rejected>,
     ) {
@@ -137,6 +145,61 @@ impl Ingest {
                 },
                 raw: prefix,
             }),
+        }
+    }
+
+    /// [`Self::take_line`] for many lines, parsed on every core when there are enough of them: parsing is the
+    /// most expensive step of the hot path, and results keep the lines' order.
+    pub fn take_lines(
+        &self,
+        lines: Vec<Line>,
+        location: impl Fn(Option<u64>, u64) -> String + Sync,
+        events: &mut Vec<Event>,
+        rejected: &mut Vec<Rejected>,
+    ) {
+        let threads = parse_threads();
+        if threads < 2 || lines.len() < PARALLEL_MIN_LINES {
+            for line in lines {
+                self.take_line(line, &location, events, rejected);
+            }
+            return;
+        }
+        let per = lines.len().div_ceil(threads);
+        let mut parts: Vec<Vec<Line>> = Vec::with_capacity(threads);
+        let mut lines = lines.into_iter();
+        for _ in 0..threads {
+            parts.push(lines.by_ref().take(per).collect());
+        }
+        let location = &location;
+        let results: Vec<(Vec<Event>, Vec<Rejected>)> = std::thread::scope(|scope| {
+            let mut parts = parts.into_iter();
+            let first = parts.next().unwrap_or_default();
+            let handles: Vec<_> = parts
+                .map(|part| {
+                    scope.spawn(move || {
+                        let (mut ev, mut rej) = (Vec::with_capacity(part.len()), Vec::new());
+                        for line in part {
+                            self.take_line(line, location, &mut ev, &mut rej);
+                        }
+                        (ev, rej)
+                    })
+                })
+                .collect();
+            let (mut ev, mut rej) = (Vec::with_capacity(first.len()), Vec::new());
+            for line in first {
+                self.take_line(line, location, &mut ev, &mut rej);
+            }
+            let mut all = vec![(ev, rej)];
+            all.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("parsing never panics")),
+            );
+            all
+        });
+        for (mut ev, mut rej) in results {
+            events.append(&mut ev);
+            rejected.append(&mut rej);
         }
     }
 

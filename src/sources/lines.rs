@@ -87,7 +87,7 @@ impl LineSplitter {
     pub fn feed(&mut self, data: Bytes, mut f: impl FnMut(Line)) {
         let base = self.partial_start;
         let mut start = 0;
-        while let Some(nl) = data[start..].iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', &data[start..]) {
             let end = start + nl;
             let number = self.line.map(|l| l + 1);
             match self.discarding.take() {

@@ -72,6 +72,24 @@ impl Writer {
         for (_, buf) in &mut self.groups {
             buf.clear();
         }
+        if self.template.is_static() {
+            // Every event goes to the same file: no rendering per event.
+            if let Some(first) = events.first() {
+                let path = self.template.render(first);
+                self.groups.truncate(1);
+                match self.groups.first_mut() {
+                    Some(g) => g.0 = path,
+                    None => self.groups.push((path, Vec::new())),
+                }
+                let buf = &mut self.groups[0].1;
+                buf.reserve(events.iter().map(|e| e.raw().len() + 1).sum());
+                for e in events {
+                    buf.extend_from_slice(e.raw());
+                    buf.push(b'\n');
+                }
+            }
+            return;
+        }
         let mut used = 0;
         for e in events {
             let path = self.template.render(e);

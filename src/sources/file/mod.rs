@@ -88,7 +88,7 @@ impl FileSource {
         }
     }
 
-    async fn run(mut self, mut tailer: Tailer) {
+    async fn run(mut self, tailer: Tailer) {
         let mut tick = tokio::time::interval(
             self.config
                 .checkpoint_interval
@@ -98,26 +98,33 @@ impl FileSource {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = self.cx.shutdown.clone();
         let poll_interval = self.config.poll_interval.0;
-        'read: loop {
-            if shutdown.is_triggered() {
-                break;
-            }
-            let ingest = Arc::clone(&self.cx.ingest);
-            let (t, result) = match tokio::task::spawn_blocking(move || {
+        let spawn_poll = |mut tailer: Tailer, ingest: Arc<super::ingest::Ingest>| {
+            tokio::task::spawn_blocking(move || {
                 let r = tailer.poll(&ingest);
                 (tailer, r)
             })
-            .await
-            {
+        };
+        let mut next_poll = Some(spawn_poll(tailer, Arc::clone(&self.cx.ingest)));
+        'read: while let Some(poll) = next_poll.take() {
+            let (tailer, result) = match poll.await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(source = %self.cx.name, error = %e, "file reader task failed; stopping this source");
                     break;
                 }
             };
-            tailer = t;
+            if shutdown.is_triggered() {
+                break;
+            }
             let progressed = result.progressed;
             let sends = self.absorb(result);
+            // While these events go out, the next read and parse already run on another core.
+            let mut idle_tailer = None;
+            if progressed {
+                next_poll = Some(spawn_poll(tailer, Arc::clone(&self.cx.ingest)));
+            } else {
+                idle_tailer = Some(tailer);
+            }
             for events in sends {
                 let fanout = self.cx.fanout.clone();
                 let send = fanout.send(events);
@@ -135,7 +142,7 @@ impl FileSource {
             while let Ok(o) = self.acks_rx.try_recv() {
                 self.on_outcome(o);
             }
-            if !progressed {
+            if let Some(tailer) = idle_tailer {
                 let sleep = tokio::time::sleep(poll_interval);
                 tokio::pin!(sleep);
                 loop {
@@ -146,9 +153,11 @@ impl FileSource {
                         _ = shutdown.wait() => break 'read,
                     }
                 }
+                next_poll = Some(spawn_poll(tailer, Arc::clone(&self.cx.ingest)));
             }
             self.save_if_due();
         }
+        // A read still running is left to finish on its own; its events were never sent, so never checkpointed.
         self.finish().await;
     }
 

@@ -273,6 +273,7 @@ impl Tailer {
             return 0;
         }
         t.eof_since = None;
+        let mut lines = Vec::new();
         let mut events = Vec::new();
         let mut rejected = Vec::new();
         let mut total = 0;
@@ -292,19 +293,18 @@ impl Tailer {
             t.read_pos += n as u64;
             total += n;
             *budget = budget.saturating_sub(n);
-            let path = &t.path;
-            t.lines.feed(buf.freeze(), |line| {
-                ingest.take_line(
-                    line,
-                    |n, off| location(path, n, off),
-                    &mut events,
-                    &mut rejected,
-                )
-            });
+            t.lines.feed(buf.freeze(), |line| lines.push(line));
             if n < want {
                 break;
             }
         }
+        let path = &t.path;
+        ingest.take_lines(
+            lines,
+            |n, off| location(path, n, off),
+            &mut events,
+            &mut rejected,
+        );
         if t.fingerprint.len < FINGERPRINT_BYTES {
             if let Ok(fp) = Fingerprint::of(&t.file) {
                 t.fingerprint = fp;

@@ -110,7 +110,7 @@ impl Connection {
             let mut rejected = Vec::new();
             lines.feed(buf.freeze(), |line| {
                 self.ingest
-                    .take_line(line, |n, _| self.at(n), &mut events, &mut rejected)
+                    .take_line(line, &|n, _| self.at(n), &mut events, &mut rejected)
             });
             self.ingest.reject(&rejected);
             if events.is_empty() {
