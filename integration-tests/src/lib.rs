@@ -1,1 +1,366 @@
+//! Shared harness of the integration tests: runs the real `auditrail` binary as a process, talks to it over
+//! HTTP and its unix socket, and reads back what it wrote.
+//!
+//! The binary is `$AUDITRAIL_BIN` when set (CI builds it once in release mode), else it is built here with
+//! `cargo build --release --bin auditrail`.
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Path of the agent binary, building it on first use when `AUDITRAIL_BIN` is not set.
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("AUDITRAIL_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = workspace_root();
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--bin", "auditrail"])
+            .current_dir(&root)
+            .status()
+            .expect("running cargo build");
+        assert!(
+            status.success(),
+            "cargo build --release --bin auditrail failed"
+        );
+        root.join("target/release/auditrail")
+    })
+    .clone()
+}
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration-tests has a parent")
+        .to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running agent. Killed (SIGKILL) when dropped if still running.
+pub struct Agent {
+    child: Option<Child>,
+    /// The API port (`/metrics`, `/health`).
+    pub api_port: u16,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Writes `config` to `dir/auditrail.toml` and starts the agent with it; waits until `/health` answers.
+    /// `config` must contain `[api] address = "127.0.0.1:{api_port}"`.
+    pub fn start(dir: &Path, config: &str, api_port: u16) -> Agent {
+        let path = dir.join("auditrail.toml");
+        std::fs::write(&path, config).unwrap();
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let log = dir.join(format!(
+            "agent-{}.log",
+            STARTS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(&path)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting auditrail");
+        let mut agent = Agent {
+            child: Some(child),
+            api_port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = http("GET", api_port, "/health", &[], b"") {
+                break;
+            }
+            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "auditrail exited with {status} before it was ready:\n{}",
+                    agent.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "auditrail not ready in 20s:\n{}",
+                agent.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// Sends SIGTERM and waits for the exit status (at most `timeout`).
+    pub fn terminate(mut self, timeout: Duration) -> ExitStatus {
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        self.wait(timeout)
+    }
+
+    /// SIGKILL, no drain.
+    pub fn kill9(mut self) {
+        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+        self.wait(Duration::from_secs(10));
+    }
+
+    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "auditrail did not exit within {timeout:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `/metrics` as text.
+    pub fn metrics(&self) -> String {
+        let (status, body) =
+            http("GET", self.api_port, "/metrics", &[], b"").expect("GET /metrics");
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// Sum of every sample of metric `name` whose labels include all of `labels`.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics(), name, labels)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Sum of the samples of `name` in Prometheus text whose labels include `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').map_or((series, ""), |(n, r)| (n, r));
+            if n != name {
+                return None;
+            }
+            let ok = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            ok.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// A minimal HTTP/1.1 request to 127.0.0.1:`port`; returns status and body.
+pub fn http(
+    method: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let (status, _, body) = http_full(method, port, path, headers, body)?;
+    Ok((status, body))
+}
+
+/// Like [`http`], also returning the response headers (lower-cased names).
+pub fn http_full(
+    method: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, HashMap<String, String>, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    // A server may answer (413) before reading the whole body and close: that is not an error here.
+    let _ = s.write_all(body);
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut hdrs = HashMap::new();
+    let mut chunked = false;
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            let k = k.trim().to_ascii_lowercase();
+            if k == "transfer-encoding" && v.trim().eq_ignore_ascii_case("chunked") {
+                chunked = true;
+            }
+            hdrs.insert(k, v.trim().to_string());
+        }
+    }
+    let mut raw = Vec::new();
+    r.read_to_end(&mut raw)?;
+    let body = if chunked { dechunk(&raw) } else { raw };
+    Ok((status, hdrs, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(pos) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..pos]).unwrap_or("0").trim(), 16)
+                .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = pos + 2;
+        out.extend_from_slice(&raw[start..(start + size).min(raw.len())]);
+        raw = &raw[(start + size + 2).min(raw.len())..];
+    }
+    out
+}
+
+/// A Teleport-like event with uid `uid`, about 300 bytes.
+pub fn event(uid: &str, i: usize) -> String {
+    format!(
+        r#"{{"event":"session.start","uid":"{uid}","code":"T2000I","time":"2017-02-03T06:54:05.{:03}Z","user":"user{}@example.com","login":"dba","server_id":"f84f7386-5e22-45ff-8f7d-b8079742e63c","sid":"8d3895b6-e9dd-11e6-94e4-{:012}","addr.local":"10.5.1.15:3022","addr.remote":"10.5.1.{}:51234","cluster_name":"prod","n":123456789012345678901,"cmd":"a \u003c b"}}"#,
+        i % 1000,
+        i % 97,
+        i,
+        i % 250
+    )
+}
+
+/// Writes `n` events with uids `{prefix}{i}` to `path`, one per line.
+pub fn write_events(path: &Path, prefix: &str, n: usize) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..n {
+        writeln!(f, "{}", event(&format!("{prefix}{i}"), i)).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+/// The `uid` of every line of every `*.ndjson` file under `dir`, with how often each occurs; lines of
+/// `auditrail.*` events are left out. Panics on a line that is not a JSON object.
+pub fn uids_in(dir: &Path) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for line in lines_in(dir) {
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad output line {line:?}: {e}"));
+        if v["event"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("auditrail."))
+        {
+            continue;
+        }
+        *counts
+            .entry(v["uid"].as_str().expect("uid").to_string())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Every line of every `*.ndjson` file under `dir` (recursively), in file-name order.
+pub fn lines_in(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    collect(dir, &mut files);
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else if p.extension().is_some_and(|x| x == "ndjson") {
+            out.push(p);
+        }
+    }
+}
+
+/// Waits until `cond` holds, checking every 20 ms, for at most `timeout`; panics with `what` otherwise.
+pub fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Number of lines across `*.ndjson` files under `dir`, counted cheaply (newlines).
+pub fn line_count(dir: &Path) -> usize {
+    let mut files = Vec::new();
+    collect(dir, &mut files);
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read(f)
+                .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+                .unwrap_or(0)
+        })
+        .sum()
+}

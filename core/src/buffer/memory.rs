@@ -33,6 +33,26 @@ struct Shared {
 }
 
 impl Shared {
+    /// An `auditrail.dropped` event for drops not yet reported, if any. The receiver adds it to what it hands
+    /// the sink, so the report goes out as soon as the sink makes room, even if no new event ever arrives.
+    fn drop_report(&self) -> Option<Event> {
+        if self.unreported_drops.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let count = self.unreported_drops.swap(0, Ordering::AcqRel);
+        (count > 0).then(|| {
+            Event::internal(
+                "auditrail.dropped",
+                "AR0001W",
+                &[
+                    ("sink", self.sink.as_ref().into()),
+                    ("count", count.into()),
+                    ("reason", "buffer full (when_full = drop_newest)".into()),
+                ],
+            )
+        })
+    }
+
     fn update_fill(&self) {
         self.fill
             .set((self.capacity - self.room.available_permits().min(self.capacity)) as f64);
@@ -172,7 +192,6 @@ impl Reservation<'_> {
         if unused > 0 {
             shared.room.add_permits(unused);
         }
-        self.report_drops(&mut events);
         if events.is_empty() {
             return;
         }
@@ -204,31 +223,6 @@ impl Reservation<'_> {
             );
         }
     }
-
-    /// Appends an `auditrail.dropped` event for drops not yet reported, if one more event fits.
-    fn report_drops(&self, events: &mut Vec<Event>) {
-        let shared = &self.sender.shared;
-        if shared.unreported_drops.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        let Ok(permit) = shared.room.try_acquire() else {
-            return;
-        };
-        let count = shared.unreported_drops.swap(0, Ordering::AcqRel);
-        if count == 0 {
-            return;
-        }
-        permit.forget();
-        events.push(Event::internal(
-            "auditrail.dropped",
-            "AR0001W",
-            &[
-                ("sink", shared.sink.as_ref().into()),
-                ("count", count.into()),
-                ("reason", "buffer full (when_full = drop_newest)".into()),
-            ],
-        ));
-    }
 }
 
 /// The reading end of a sink's buffer, owned by the sink.
@@ -259,6 +253,10 @@ impl BufferReceiver {
                 Ok(batch) => moved += self.accept(batch, out, limit - moved),
                 Err(_) => break,
             }
+        }
+        if let Some(report) = self.shared.drop_report() {
+            out.push(report);
+            moved += 1;
         }
         moved
     }
@@ -384,15 +382,18 @@ mod tests {
         assert_eq!(r.granted(), 2);
         r.send(events);
         let mut out = Vec::new();
-        rx.recv_many(&mut out, 10).await;
-        assert_eq!(out.len(), 2);
+        assert_eq!(rx.recv_many(&mut out, 10).await, 3);
+        assert_eq!(out[2].kind(), "auditrail.dropped");
+        let v: serde_json::Value = serde_json::from_slice(out[2].raw()).unwrap();
+        assert_eq!(v["count"], 3);
+        assert_eq!(v["sink"], "t");
         tx.try_reserve(1).unwrap().send(vec![ev(9)]);
         let mut more = Vec::new();
-        rx.recv_many(&mut more, 10).await;
-        assert_eq!(more.len(), 2);
-        assert_eq!(more[1].kind(), "auditrail.dropped");
-        let v: serde_json::Value = serde_json::from_slice(more[1].raw()).unwrap();
-        assert_eq!(v["count"], 3);
+        assert_eq!(
+            rx.recv_many(&mut more, 10).await,
+            1,
+            "drops are reported once"
+        );
         for e in out {
             e.finish(EventStatus::Delivered);
         }
