@@ -153,6 +153,11 @@ fn refine(text: &str, span: Range<usize>, message: &str) -> (usize, String) {
                 offset = at;
             }
         }
+    } else if let Some(value) = quoted_value(&message) {
+        // Values inside a tagged table reach serde without their position; find the literal in the table.
+        if let Some(at) = text.get(span.clone()).and_then(|r| r.find(&value)) {
+            offset = span.start + at;
+        }
     }
     if message.starts_with("unknown field")
         && is_sink_table(text, span.start)
@@ -163,6 +168,18 @@ fn refine(text: &str, span: Range<usize>, message: &str) -> (usize, String) {
         ));
     }
     (offset, message)
+}
+
+/// The TOML literal a serde message quotes, for `unknown variant `x`` and `invalid value: string "x"`.
+fn quoted_value(message: &str) -> Option<String> {
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        return rest.split('`').next().map(|v| format!("\"{v}\""));
+    }
+    let rest = message.split_once("string \"")?.1;
+    rest.split('"')
+        .next()
+        .filter(|v| !v.is_empty())
+        .map(|v| format!("\"{v}\""))
 }
 
 /// Whether the table starting at `offset` is a `[sinks.NAME]` table.

@@ -187,3 +187,20 @@ fn names_must_be_file_safe() {
         .replace("\"local\"]", "\"lo/cal\"]"));
     assert!(e.contains("`lo/cal` is not a valid component name"), "{e}");
 }
+
+#[test]
+fn values_inside_tagged_tables_are_located() {
+    let e = err(&GOOD.replace(
+        "path = \"/var/log",
+        "fsync = \"sometimes\"\npath = \"/var/log",
+    ));
+    assert!(
+        e.starts_with("test.toml:19:9: unknown variant `sometimes`, expected `batch` or `none`"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("include = [", "read_from = \"middle\"\ninclude = ["));
+    assert!(
+        e.starts_with("test.toml:9:13: unknown variant `middle`"),
+        "{e}"
+    );
+}
