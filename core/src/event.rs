@@ -266,7 +266,10 @@ impl Event {
                 let uid = Span::of(&raw, u);
                 (raw, uid)
             }
-            None => append_uid(&raw, &uuid::Uuid::now_v7().to_string()),
+            None => {
+                let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                append_uid(&raw, uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text))
+            }
         };
         Ok(Event {
             raw,

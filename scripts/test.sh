@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine, then runs all of it:
+# formatting, lints, unit and property tests, and the integration tests that run the real binary.
+# Usage: scripts/test.sh            (the README's test command; .ci/run calls exactly this)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "installing: ${need_apt[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null; then
+        apt-get update >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null
+    fi
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== release build of the agent for the integration tests"
+cargo build --release --bin auditrail --quiet
+export AUDITRAIL_BIN="$PWD/target/release/auditrail"
+export AUDITRAIL_REQUIRE_SYSTEMD=1
+echo "== cargo test"
+cargo test --workspace -- --nocapture 2>&1 | tee target/test-output.log | grep -Ev '^(running [0-9]+ tests?|)$' | grep -Ev '^test .* \.\.\. ok$' || true
+# The pipe above keeps the log short; the verdict comes from cargo's own summary lines.
+if grep -Eq '^test result: FAILED|^error(\[|:)' target/test-output.log; then
+    echo "tests FAILED (full output in target/test-output.log)"
+    exit 1
+fi
+passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' target/test-output.log | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' target/test-output.log | awk '{s+=$1} END {print s+0}')
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
