@@ -14,20 +14,33 @@ fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse");
     g.throughput(Throughput::Bytes(LINE.len() as u64));
     let line = Bytes::from_static(LINE.as_bytes());
-    g.bench_function("teleport_event", |b| b.iter(|| Event::parse(black_box(line.clone()), 1 << 20).unwrap()));
+    g.bench_function("teleport_event", |b| {
+        b.iter(|| Event::parse(black_box(line.clone()), 1 << 20).unwrap())
+    });
     let no_uid = Bytes::from(LINE.replace(r#""uid":"0192f1c4-8e3a-7b9c-a1d2-3e4f5a6b7c8d","#, ""));
-    g.bench_function("assign_uid", |b| b.iter(|| Event::parse(black_box(no_uid.clone()), 1 << 20).unwrap()));
+    g.bench_function("assign_uid", |b| {
+        b.iter(|| Event::parse(black_box(no_uid.clone()), 1 << 20).unwrap())
+    });
     g.finish();
 }
 
 fn route(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let events: Vec<Event> = (0..1000).map(|_| Event::parse(Bytes::from_static(LINE.as_bytes()), 1 << 20).unwrap()).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let events: Vec<Event> = (0..1000)
+        .map(|_| Event::parse(Bytes::from_static(LINE.as_bytes()), 1 << 20).unwrap())
+        .collect();
     let mut g = c.benchmark_group("route");
     g.throughput(Throughput::Elements(1000));
     for sinks in [1usize, 2] {
-        let cfg = MemoryBufferConfig { max_events: 10_000, ..Default::default() };
-        let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..sinks).map(|i| memory_buffer(&format!("b{i}"), &cfg)).unzip();
+        let cfg = MemoryBufferConfig {
+            max_events: 10_000,
+            ..Default::default()
+        };
+        let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..sinks)
+            .map(|i| memory_buffer(&format!("b{i}"), &cfg))
+            .unzip();
         let fanout = Fanout::new(senders);
         g.bench_function(format!("fanout_1000_to_{sinks}_sinks"), |b| {
             b.iter_batched(
@@ -55,7 +68,9 @@ fn route(c: &mut Criterion) {
 }
 
 fn encode(c: &mut Criterion) {
-    let events: Vec<Event> = (0..1000).map(|_| Event::parse(Bytes::from_static(LINE.as_bytes()), 1 << 20).unwrap()).collect();
+    let events: Vec<Event> = (0..1000)
+        .map(|_| Event::parse(Bytes::from_static(LINE.as_bytes()), 1 << 20).unwrap())
+        .collect();
     let mut g = c.benchmark_group("encode");
     g.throughput(Throughput::Elements(1000));
     let mut buf = Vec::with_capacity(1 << 20);

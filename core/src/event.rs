@@ -268,7 +268,10 @@ impl Event {
             }
             None => {
                 let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-                append_uid(&raw, uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text))
+                append_uid(
+                    &raw,
+                    uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text),
+                )
             }
         };
         Ok(Event {

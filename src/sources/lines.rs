@@ -130,7 +130,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn run(chunks: &[&[u8]], max: usize) -> (Vec<(String, Option<u64>, u64)>, Vec<usize>, u64) {
+    /// (text, number, start) of each complete line.
+    type Lines = Vec<(String, Option<u64>, u64)>;
+
+    fn run(chunks: &[&[u8]], max: usize) -> (Lines, Vec<usize>, u64) {
         let mut s = LineSplitter::new(0, Some(0), max);
         let mut lines = Vec::new();
         let mut long = Vec::new();

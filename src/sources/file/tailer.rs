@@ -405,7 +405,7 @@ mod tests {
         assert_eq!(r.opened.len(), 1);
         assert_eq!(uids(&r), ["1"]);
         assert_eq!(r.batches[0].end_offset, line(1).len() as u64);
-        f.write_all(line(2)[10..].as_bytes()).unwrap();
+        f.write_all(&line(2).as_bytes()[10..]).unwrap();
         let r = t.poll(&ingest);
         assert_eq!(uids(&r), ["2"]);
         assert_eq!(
