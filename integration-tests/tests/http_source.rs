@@ -35,6 +35,18 @@ path = "{sink_path}"
     )
 }
 
+/// A file-sink path whose directory is a regular file, so every write fails (for root too) until
+/// [`unblock_sink`] removes it.
+fn blocked_sink_path(d: &std::path::Path) -> String {
+    std::fs::create_dir_all(d.join("out")).unwrap();
+    std::fs::write(d.join("out/blocked"), b"").unwrap();
+    format!("{}/out/blocked/events.ndjson", d.display())
+}
+
+fn unblock_sink(d: &std::path::Path) {
+    std::fs::remove_file(d.join("out/blocked")).unwrap();
+}
+
 const A: &str = r#"{"event":"user.login","uid":"h-1","time":"2017-02-03T06:54:05Z","user":"alice","success":true}"#;
 const B: &str = r#"{"event":"session.start","uid":"h-2","time":"2017-02-03T06:54:06.123456789Z","sid":"s1","addr.remote":"10.0.0.1:5"}"#;
 
@@ -173,10 +185,7 @@ fn full_block_buffer_answers_503_with_retry_after_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (api, port) = (free_port(), free_port());
-    // The sink's directory is a regular file, so every write fails until the test removes it.
-    std::fs::create_dir_all(d.join("out")).unwrap();
-    std::fs::write(d.join("out/blocked"), b"").unwrap();
-    let out = format!("{}/out/blocked/events.ndjson", d.display());
+    let out = blocked_sink_path(d);
     let cfg = config(d, api, port, &out, "", "batch_max_events = 10\nbuffer = { type = \"memory\", max_events = 20, when_full = \"block\" }");
     let agent = Agent::start(d, &cfg, api);
     let mut accepted = Vec::new();
@@ -209,7 +218,7 @@ fn full_block_buffer_answers_503_with_retry_after_and_recovers() {
         1.0
     );
     // The destination comes back: everything accepted is delivered, and new requests are accepted again.
-    std::fs::remove_file(d.join("out/blocked")).unwrap();
+    unblock_sink(d);
     wait_for(Duration::from_secs(40), "accepted events delivered", || {
         line_count(&d.join("out")) >= accepted.len()
     });
@@ -279,9 +288,7 @@ fn drop_newest_counts_every_drop_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (api, port) = (free_port(), free_port());
-    std::fs::create_dir_all(d.join("out")).unwrap();
-    std::fs::write(d.join("out/blocked"), b"").unwrap();
-    let out = format!("{}/out/blocked/events.ndjson", d.display());
+    let out = blocked_sink_path(d);
     let cfg = config(d, api, port, &out, "", "batch_max_events = 50\nbuffer = { type = \"memory\", max_events = 100, when_full = \"drop_newest\" }");
     let agent = Agent::start(d, &cfg, api);
     const SENT: usize = 1_000;
@@ -292,7 +299,7 @@ fn drop_newest_counts_every_drop_exactly() {
         let (status, body) = http("POST", port, "/v1/events", &[], body.as_bytes()).unwrap();
         assert_eq!(status, 200, "drop_newest never pushes back: {body}");
     }
-    std::fs::remove_file(d.join("out/blocked")).unwrap();
+    unblock_sink(d);
     wait_for(
         Duration::from_secs(40),
         "an auditrail.dropped event",

@@ -30,9 +30,23 @@ struct Shared {
     last_drop_log: Mutex<Option<Instant>>,
     fill: Gauge,
     dropped: Counter,
+    discarded: Counter,
 }
 
 impl Shared {
+    /// Counts and reports events that could not enter the buffer because its sink has stopped.
+    fn discard(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.discarded.increment(n as u64);
+        tracing::warn!(
+            sink = %self.sink,
+            events = n,
+            "sink has stopped: events not buffered; their sources will read them again where they can (file), the rest are lost"
+        );
+    }
+
     /// An `auditrail.dropped` event for drops not yet reported, if any. The receiver adds it to what it hands
     /// the sink, so the report goes out as soon as the sink makes room, even if no new event ever arrives.
     fn drop_report(&self) -> Option<Event> {
@@ -74,11 +88,11 @@ pub fn memory_buffer(sink: &str, config: &MemoryBufferConfig) -> (BufferSender, 
         last_drop_log: Mutex::new(None),
         fill: metrics::gauge!("auditrail_buffer_events", &labels),
         dropped: metrics::counter!("auditrail_buffer_dropped_events_total", &labels),
+        discarded: metrics::counter!("auditrail_buffer_discarded_events_total", &labels),
     });
     shared.fill.set(0.0);
     shared.dropped.increment(0);
-    let discarded = metrics::counter!("auditrail_buffer_discarded_events_total", &labels);
-    discarded.increment(0);
+    shared.discarded.increment(0);
     (
         BufferSender {
             shared: Arc::clone(&shared),
@@ -88,7 +102,6 @@ pub fn memory_buffer(sink: &str, config: &MemoryBufferConfig) -> (BufferSender, 
             rx,
             shared,
             leftover: Vec::new(),
-            discarded,
         },
     )
 }
@@ -106,6 +119,8 @@ pub struct Reservation<'a> {
     sender: &'a BufferSender,
     permit: Option<OwnedSemaphorePermit>,
     granted: usize,
+    /// The sink is gone: whatever is sent is discarded (and counted).
+    closed: bool,
 }
 
 impl BufferSender {
@@ -125,11 +140,14 @@ impl BufferSender {
         let n = n.min(self.shared.capacity);
         match self.shared.when_full {
             WhenFull::Block => {
-                let permit = Arc::clone(&self.shared.room)
+                match Arc::clone(&self.shared.room)
                     .acquire_many_owned(n as u32)
                     .await
-                    .expect("the buffer's semaphore is never closed");
-                self.reservation(Some(permit), n)
+                {
+                    Ok(permit) => self.reservation(Some(permit), n),
+                    // The sink is gone (stopped at the end of shutdown_timeout).
+                    Err(_) => self.closed_reservation(),
+                }
             }
             WhenFull::DropNewest => self.grant_available(n),
         }
@@ -140,15 +158,20 @@ impl BufferSender {
     pub fn try_reserve(&self, n: usize) -> Option<Reservation<'_>> {
         let n = n.min(self.shared.capacity);
         match self.shared.when_full {
-            WhenFull::Block => Arc::clone(&self.shared.room)
-                .try_acquire_many_owned(n as u32)
-                .ok()
-                .map(|p| self.reservation(Some(p), n)),
+            WhenFull::Block => match Arc::clone(&self.shared.room).try_acquire_many_owned(n as u32)
+            {
+                Ok(p) => Some(self.reservation(Some(p), n)),
+                Err(tokio::sync::TryAcquireError::Closed) => Some(self.closed_reservation()),
+                Err(tokio::sync::TryAcquireError::NoPermits) => None,
+            },
             WhenFull::DropNewest => Some(self.grant_available(n)),
         }
     }
 
     fn grant_available(&self, n: usize) -> Reservation<'_> {
+        if self.shared.room.is_closed() {
+            return self.closed_reservation();
+        }
         loop {
             let k = self.shared.room.available_permits().min(n);
             if k == 0 {
@@ -165,6 +188,16 @@ impl BufferSender {
             sender: self,
             permit,
             granted,
+            closed: false,
+        }
+    }
+
+    fn closed_reservation(&self) -> Reservation<'_> {
+        Reservation {
+            sender: self,
+            permit: None,
+            granted: 0,
+            closed: true,
         }
     }
 }
@@ -179,6 +212,10 @@ impl Reservation<'_> {
     /// fewer than asked), counted, and reported later in an `auditrail.dropped` event.
     pub fn send(mut self, mut events: Vec<Event>) {
         let shared = &self.sender.shared;
+        if self.closed {
+            shared.discard(events.len());
+            return;
+        }
         if events.len() > self.granted {
             let dropped = events.split_off(self.granted);
             self.record_drops(dropped);
@@ -196,8 +233,9 @@ impl Reservation<'_> {
             return;
         }
         if let Err(mpsc::error::SendError(events)) = self.sender.tx.send(events) {
-            // The sink is gone (only during shutdown): give the room back, the events count as failed.
-            shared.room.add_permits(events.len());
+            // The sink is gone (only during shutdown): the events count as failed, so a file source reads
+            // them again on the next start.
+            shared.discard(events.len());
         }
         shared.update_fill();
     }
@@ -230,7 +268,6 @@ pub struct BufferReceiver {
     rx: mpsc::UnboundedReceiver<Vec<Event>>,
     shared: Arc<Shared>,
     leftover: Vec<Event>,
-    discarded: Counter,
 }
 
 impl BufferReceiver {
@@ -298,19 +335,14 @@ impl BufferReceiver {
 
 impl Drop for BufferReceiver {
     fn drop(&mut self) {
+        // Senders waiting for room wake up and discard instead of waiting forever.
+        self.shared.room.close();
         let mut n = self.leftover.len();
         self.rx.close();
         while let Ok(batch) = self.rx.try_recv() {
             n += batch.len();
         }
-        if n > 0 {
-            self.discarded.increment(n as u64);
-            tracing::warn!(
-                sink = %self.shared.sink,
-                events = n,
-                "sink stopped with events still in its memory buffer; their sources will read them again where they can (file), the rest are lost"
-            );
-        }
+        self.shared.discard(n);
     }
 }
 
@@ -399,6 +431,22 @@ mod tests {
         }
         let outcome = ack_rx.try_recv().unwrap();
         assert_eq!(outcome.status, EventStatus::Dropped);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_sink_releases_waiting_senders() {
+        let (tx, rx) = memory_buffer("t", &cfg(1, WhenFull::Block));
+        tx.reserve(1).await.send(vec![ev(1)]);
+        let tx2 = tx.clone();
+        let waiter = tokio::spawn(async move { tx2.reserve(1).await.send(vec![ev(2)]) });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(rx);
+        waiter.await.unwrap();
+        assert!(
+            tx.try_reserve(1).is_some(),
+            "a closed buffer answers at once, discarding"
+        );
     }
 
     #[tokio::test]

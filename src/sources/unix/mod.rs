@@ -117,10 +117,10 @@ impl Connection {
                 continue;
             }
             self.ingest.count(&events);
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = self.fanout.send(events) => {}
-            }
+            // Not cut short by shutdown: these bytes were read from the socket and have no other way back. The
+            // send ends when the buffer takes them or, once shutdown_timeout stops the sink, discards and
+            // counts them.
+            self.fanout.send(events).await;
         }
     }
 
