@@ -21,7 +21,7 @@ impl Fanout {
     pub fn new(outputs: Vec<BufferSender>) -> Fanout {
         let chunk = outputs
             .iter()
-            .map(|o| o.capacity())
+            .map(|o| o.max_batch())
             .min()
             .unwrap_or(1)
             .max(1);
@@ -34,7 +34,7 @@ impl Fanout {
             let rest = split_rest(&mut events, self.chunk);
             let mut reservations = Vec::with_capacity(self.outputs.len());
             for o in &self.outputs {
-                reservations.push(o.reserve(events.len()).await);
+                reservations.push(o.reserve(&events).await);
             }
             deliver(reservations, events);
             events = rest;
@@ -49,7 +49,7 @@ impl Fanout {
         }
         let mut reservations = Vec::with_capacity(self.outputs.len());
         for o in &self.outputs {
-            match o.try_reserve(events.len()) {
+            match o.try_reserve(&events) {
                 Some(r) => reservations.push(r),
                 None => return Err(events),
             }
@@ -69,11 +69,11 @@ impl Fanout {
         let mut events = events;
         while !events.is_empty() {
             let rest = split_rest(&mut events, self.chunk);
-            let n = events.len();
+            let batch = &events;
             let reserve = async {
                 let mut reservations = Vec::with_capacity(self.outputs.len());
                 for o in &self.outputs {
-                    reservations.push(o.reserve(n).await);
+                    reservations.push(o.reserve(batch).await);
                 }
                 reservations
             };

@@ -74,7 +74,7 @@ impl Shared {
 }
 
 /// Creates a memory buffer for `sink` and returns its two ends.
-pub fn memory_buffer(sink: &str, config: &MemoryBufferConfig) -> (BufferSender, BufferReceiver) {
+pub fn memory_buffer(sink: &str, config: &MemoryBufferConfig) -> (MemorySender, MemoryReceiver) {
     let capacity = config.max_events.max(1);
     let (tx, rx) = mpsc::unbounded_channel();
     let labels = [("sink", sink.to_string())];
@@ -94,11 +94,11 @@ pub fn memory_buffer(sink: &str, config: &MemoryBufferConfig) -> (BufferSender, 
     shared.dropped.increment(0);
     shared.discarded.increment(0);
     (
-        BufferSender {
+        MemorySender {
             shared: Arc::clone(&shared),
             tx,
         },
-        BufferReceiver {
+        MemoryReceiver {
             rx,
             shared,
             leftover: Vec::new(),
@@ -109,21 +109,21 @@ pub fn memory_buffer(sink: &str, config: &MemoryBufferConfig) -> (BufferSender, 
 /// The writing end of a sink's buffer. Clone it for every source that feeds the sink; the sink sees the end
 /// of its input when the last clone is dropped.
 #[derive(Clone)]
-pub struct BufferSender {
+pub struct MemorySender {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Vec<Event>>,
 }
 
-/// Room reserved in a buffer for up to [`Reservation::granted`] events. Dropping it unused gives the room back.
-pub struct Reservation<'a> {
-    sender: &'a BufferSender,
+/// Room reserved in a buffer for up to [`MemoryReservation::granted`] events. Dropping it unused gives the room back.
+pub struct MemoryReservation<'a> {
+    sender: &'a MemorySender,
     permit: Option<OwnedSemaphorePermit>,
     granted: usize,
     /// The sink is gone: whatever is sent is discarded (and counted).
     closed: bool,
 }
 
-impl BufferSender {
+impl MemorySender {
     /// The most events the buffer holds; a single reservation never asks for more.
     pub fn capacity(&self) -> usize {
         self.shared.capacity
@@ -136,7 +136,7 @@ impl BufferSender {
 
     /// Reserves room for `n` events (at most [`Self::capacity`]). A `block` buffer waits until there is room; a
     /// `drop_newest` buffer grants what is free now, possibly nothing.
-    pub async fn reserve(&self, n: usize) -> Reservation<'_> {
+    pub async fn reserve(&self, n: usize) -> MemoryReservation<'_> {
         let n = n.min(self.shared.capacity);
         match self.shared.when_full {
             WhenFull::Block => {
@@ -155,7 +155,7 @@ impl BufferSender {
 
     /// Reserves room for `n` events without waiting. A `block` buffer without room for all `n` returns `None`;
     /// a `drop_newest` buffer always answers, granting what is free.
-    pub fn try_reserve(&self, n: usize) -> Option<Reservation<'_>> {
+    pub fn try_reserve(&self, n: usize) -> Option<MemoryReservation<'_>> {
         let n = n.min(self.shared.capacity);
         match self.shared.when_full {
             WhenFull::Block => match Arc::clone(&self.shared.room).try_acquire_many_owned(n as u32)
@@ -168,7 +168,7 @@ impl BufferSender {
         }
     }
 
-    fn grant_available(&self, n: usize) -> Reservation<'_> {
+    fn grant_available(&self, n: usize) -> MemoryReservation<'_> {
         if self.shared.room.is_closed() {
             return self.closed_reservation();
         }
@@ -183,8 +183,12 @@ impl BufferSender {
         }
     }
 
-    fn reservation(&self, permit: Option<OwnedSemaphorePermit>, granted: usize) -> Reservation<'_> {
-        Reservation {
+    fn reservation(
+        &self,
+        permit: Option<OwnedSemaphorePermit>,
+        granted: usize,
+    ) -> MemoryReservation<'_> {
+        MemoryReservation {
             sender: self,
             permit,
             granted,
@@ -192,8 +196,8 @@ impl BufferSender {
         }
     }
 
-    fn closed_reservation(&self) -> Reservation<'_> {
-        Reservation {
+    fn closed_reservation(&self) -> MemoryReservation<'_> {
+        MemoryReservation {
             sender: self,
             permit: None,
             granted: 0,
@@ -202,7 +206,7 @@ impl BufferSender {
     }
 }
 
-impl Reservation<'_> {
+impl MemoryReservation<'_> {
     /// How many events this reservation may send.
     pub fn granted(&self) -> usize {
         self.granted
@@ -264,13 +268,13 @@ impl Reservation<'_> {
 }
 
 /// The reading end of a sink's buffer, owned by the sink.
-pub struct BufferReceiver {
+pub struct MemoryReceiver {
     rx: mpsc::UnboundedReceiver<Vec<Event>>,
     shared: Arc<Shared>,
     leftover: Vec<Event>,
 }
 
-impl BufferReceiver {
+impl MemoryReceiver {
     /// Waits for at least one event and moves up to `limit` into `out`. Returns how many were moved; 0 means
     /// every sender is gone and the buffer is empty: the sink should finish.
     pub async fn recv_many(&mut self, out: &mut Vec<Event>, limit: usize) -> usize {
@@ -333,7 +337,7 @@ impl BufferReceiver {
     }
 }
 
-impl Drop for BufferReceiver {
+impl Drop for MemoryReceiver {
     fn drop(&mut self) {
         // Senders waiting for room wake up and discard instead of waiting forever.
         self.shared.room.close();

@@ -63,7 +63,7 @@ mod tests {
         .unwrap();
         e.set_finalizer(batch.finalizer());
         drop(batch);
-        tx.try_reserve(1).unwrap().send(vec![e]);
+        tx.try_send(vec![e]).unwrap();
         drop(tx);
         let cx = SinkContext::new("bh", std::env::temp_dir());
         Box::new(BlackholeSink::new(BlackholeSinkConfig::default()))

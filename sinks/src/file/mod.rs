@@ -136,7 +136,7 @@ mod tests {
             .filter(|e| e.kind() == "a")
             .flat_map(|e| [e.raw().as_ref(), b"\n"].concat())
             .collect();
-        tx.try_reserve(10).unwrap().send(events);
+        tx.try_send(events).unwrap();
         drop(tx);
         Box::new(sink)
             .run(rx, SinkContext::new("f", dir.path().into()))
@@ -174,7 +174,7 @@ mod tests {
         let mut e = ev(1, "a");
         e.set_finalizer(batch.finalizer());
         drop(batch);
-        tx.try_reserve(1).unwrap().send(vec![e]);
+        tx.try_send(vec![e]).unwrap();
         let task = tokio::spawn(Box::new(sink).run(rx, SinkContext::new("f", dir.path().into())));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
