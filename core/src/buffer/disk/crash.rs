@@ -1,0 +1,80 @@
+//! Test-only crash hook: aborts the process at a named step of the write or acknowledgement path, so that fault
+//! tests can kill the agent between any two steps and check that reopening the buffer loses nothing acknowledged
+//! and replays nothing already acknowledged by the sink.
+//!
+//! `AUDITRAIL_CRASH_AT` names the step (`after_write`, `after_fsync`, `after_ack`, `after_cursor_write`,
+//! `after_cursor_rename`, `before_unlink`, `after_unlink`); `AUDITRAIL_CRASH_AFTER=N` aborts the N-th time the
+//! step is reached (default 1). Both are read once. Never set them in production: the process calls
+//! [`std::process::abort`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// A step at which a crash can be requested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CrashPoint {
+    /// Records written to the segment, before the fsync.
+    AfterWrite,
+    /// Records fsynced, before the sources are acknowledged.
+    AfterFsync,
+    /// A sink acknowledgement processed, before the cursor is written.
+    AfterAck,
+    /// The temporary cursor file written and fsynced, before the rename.
+    AfterCursorWrite,
+    /// The cursor renamed into place, before the directory fsync.
+    AfterCursorRename,
+    /// The cursor durable, before acknowledged segments are deleted.
+    BeforeUnlink,
+    /// Acknowledged segments deleted.
+    AfterUnlink,
+}
+
+impl CrashPoint {
+    fn name(self) -> &'static str {
+        match self {
+            CrashPoint::AfterWrite => "after_write",
+            CrashPoint::AfterFsync => "after_fsync",
+            CrashPoint::AfterAck => "after_ack",
+            CrashPoint::AfterCursorWrite => "after_cursor_write",
+            CrashPoint::AfterCursorRename => "after_cursor_rename",
+            CrashPoint::BeforeUnlink => "before_unlink",
+            CrashPoint::AfterUnlink => "after_unlink",
+        }
+    }
+}
+
+struct Target {
+    name: String,
+    after: u64,
+}
+
+static TARGET: OnceLock<Option<Target>> = OnceLock::new();
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+fn target() -> Option<&'static Target> {
+    TARGET
+        .get_or_init(|| {
+            let name = std::env::var("AUDITRAIL_CRASH_AT").ok()?;
+            let after = std::env::var("AUDITRAIL_CRASH_AFTER")
+                .ok()
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(1u64)
+                .max(1);
+            Some(Target { name, after })
+        })
+        .as_ref()
+}
+
+/// Aborts the process if the test hook asks for a crash at `point` (and this is the N-th time it is reached).
+pub(crate) fn point(point: CrashPoint) {
+    let Some(t) = target() else {
+        return;
+    };
+    if t.name == point.name() && HITS.fetch_add(1, Ordering::AcqRel) + 1 >= t.after {
+        eprintln!(
+            "auditrail: AUDITRAIL_CRASH_AT={} reached: aborting (test hook)",
+            t.name
+        );
+        std::process::abort();
+    }
+}
