@@ -157,6 +157,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_partial_last_line_from_a_crash_is_removed_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        std::fs::write(&path, b"{\"whole\":1}\n{\"torn\":").unwrap();
+        let sink = FileSink::new(FileSinkConfig::with_path(path.display().to_string())).unwrap();
+        let (tx, rx) = memory_buffer("f", &MemoryBufferConfig::default());
+        tx.try_send(vec![ev(1, "a")]).unwrap();
+        drop(tx);
+        Box::new(sink)
+            .run(rx, SinkContext::new("f", dir.path().into()))
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0], "{\"whole\":1}");
+        assert!(lines[1].contains("\"uid\":\"1\""));
+    }
+
+    #[tokio::test]
     async fn failing_writes_hold_events_until_they_succeed() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");

@@ -45,6 +45,35 @@ pub struct Writer {
     groups: Vec<(PathBuf, Vec<u8>)>,
 }
 
+/// A file that does not end with a newline was cut off mid-write (the agent was killed, the machine lost
+/// power). Those bytes were never acknowledged, so their event will be written again: remove them, so that
+/// the file stays one complete event per line.
+fn cut_torn_tail(file: &File, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut last = [0u8; 1];
+    if len == 0 || (file.read_at(&mut last, len - 1)? == 1 && last[0] == b'\n') {
+        return Ok(());
+    }
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(chunk.len() as u64);
+        let buf = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(buf, start)?;
+        if let Some(nl) = memchr::memrchr(b'\n', buf) {
+            break start + nl as u64 + 1;
+        }
+        end = start;
+    };
+    tracing::warn!(path = %path.display(), bytes = len - keep, "removing a partial last line left by an interrupted write; its event is written again");
+    file.set_len(keep)?;
+    file.sync_data()
+}
+
 impl Writer {
     /// A writer for `config` (already validated).
     pub fn new(config: &FileSinkConfig) -> Result<Writer, String> {
@@ -174,6 +203,7 @@ impl Writer {
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .read(true)
                 .mode(0o640)
                 .open(path)
                 .map_err(|source| WriteError {
@@ -181,6 +211,11 @@ impl Writer {
                     path: path.to_path_buf(),
                     source,
                 })?;
+            cut_torn_tail(&file, path).map_err(|source| WriteError {
+                action: "checking the end of",
+                path: path.to_path_buf(),
+                source,
+            })?;
             self.open.insert(
                 path.to_path_buf(),
                 OpenFile {
