@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use auditrail::config::{self, Config};
+use auditrail_core::buffer::{disk, BufferConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -35,11 +36,29 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Check a config file without starting anything; exits non-zero with the problem.
+    /// Check a config file without starting anything; exits non-zero with the problem. Also reports what
+    /// each sink's disk buffer holds and any damage a start would skip.
     Validate {
         /// Config file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Work with sinks' disk buffers.
+    Buffer {
+        #[command(subcommand)]
+        command: BufferCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BufferCommand {
+    /// Show segments, records pending, the acknowledged position and damage; changes nothing.
+    Inspect {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this sink.
+        sink: Option<String>,
     },
 }
 
@@ -49,6 +68,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config.as_deref()),
         Command::Validate { config } => validate(&config),
+        Command::Buffer {
+            command: BufferCommand::Inspect { config, sink },
+        } => inspect(&config, sink.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -91,6 +113,93 @@ fn validate(path: &Path) -> anyhow::Result<()> {
         config.sources.len(),
         config.sinks.len()
     );
+    for (name, inspection) in disk_buffers(&config, None)? {
+        let Some(i) = inspection else { continue };
+        println!(
+            "sink `{name}`: disk buffer {}: {} records pending in {} segments ({} bytes)",
+            i.dir.display(),
+            i.pending_records,
+            i.segments.len(),
+            i.total_bytes
+        );
+        if i.is_damaged() {
+            print_damage(&i.damage, "a start would skip");
+        }
+    }
+    Ok(())
+}
+
+/// The disk buffer of every sink that has one (or only of `only`), inspected; `None` when it has no files yet.
+fn disk_buffers(
+    config: &Config,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<(String, Option<disk::Inspection>)>> {
+    if let Some(s) = only {
+        anyhow::ensure!(
+            config.sinks.contains_key(s),
+            "no sink `{s}` in the config; the sinks are {}",
+            config
+                .sinks
+                .keys()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut out = Vec::new();
+    for (name, entry) in &config.sinks {
+        if only.is_some_and(|s| s != name) || !matches!(entry.buffer, BufferConfig::Disk(_)) {
+            continue;
+        }
+        let dir = auditrail_core::buffer::disk_dir(&config.data_dir, name);
+        let inspection = if dir.exists() {
+            Some(disk::inspect(&dir).with_context(|| format!("sink `{name}`"))?)
+        } else {
+            None
+        };
+        out.push((name.clone(), inspection));
+    }
+    Ok(out)
+}
+
+fn print_damage(d: &disk::Recovery, what: &str) {
+    println!(
+        "  damage ({what}): {} corrupt records, {} torn tail bytes, {} missing segments",
+        d.corrupt_records, d.torn_tail_bytes, d.missing_segments
+    );
+    for m in &d.messages {
+        println!("  - {m}");
+    }
+}
+
+fn inspect(path: &Path, sink: Option<&str>) -> anyhow::Result<()> {
+    let config = load(Some(path))?;
+    let buffers = disk_buffers(&config, sink)?;
+    if buffers.is_empty() {
+        println!("no sink has a disk buffer");
+    }
+    for (name, inspection) in buffers {
+        println!("sink `{name}`:");
+        let Some(i) = inspection else {
+            println!("  no buffer files yet");
+            continue;
+        };
+        println!("  directory: {}", i.dir.display());
+        match i.acked {
+            Some(p) => println!("  acknowledged up to: {p}"),
+            None => println!("  acknowledged up to: nothing yet"),
+        }
+        println!("  records pending: {}", i.pending_records);
+        println!("  segments: {} ({} bytes)", i.segments.len(), i.total_bytes);
+        for s in &i.segments {
+            println!("    {:020}.seg  {} bytes", s.id, s.bytes);
+        }
+        if i.is_damaged() {
+            print_damage(&i.damage, "the next start skips it");
+        } else {
+            println!("  damage: none");
+        }
+    }
     Ok(())
 }
 

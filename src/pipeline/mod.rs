@@ -85,7 +85,19 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
             sink: name.clone(),
             message: e.to_string(),
         })?;
-        let (tx, rx) = buffer::build(name, &entry.buffer);
+        let built = buffer::build(name, &entry.buffer, &config.data_dir)
+            .await
+            .map_err(|e| PipelineError::Sink {
+                sink: name.clone(),
+                message: format!("buffer: {e}"),
+            })?;
+        let (tx, rx) = (built.sender, built.receiver);
+        if let Some(report) = built.recovery.as_ref().and_then(|r| r.error_event(name)) {
+            // The damage report travels to the sink like any event, so it lands where the audit trail is read.
+            if tx.try_send(vec![report]).is_err() {
+                tracing::warn!(sink = %name, "buffer full at start: the auditrail.error report of its recovery was not queued");
+            }
+        }
         senders.insert(name.clone(), tx);
         let cx = SinkContext::new(name, config.data_dir.clone());
         tracing::info!(sink = %name, r#type = entry.kind.type_name(), "sink started");

@@ -21,6 +21,9 @@ pub enum WhenFull {
 pub enum BufferConfig {
     /// Bounded in-memory queue.
     Memory(MemoryBufferConfig),
+    /// Append-only segment files under `data_dir/buffers/<sink>/`: survives kill -9 and power loss up to the
+    /// last fsync.
+    Disk(super::disk::DiskBufferConfig),
 }
 
 impl Default for BufferConfig {
@@ -34,6 +37,7 @@ impl BufferConfig {
     pub fn when_full(&self) -> WhenFull {
         match self {
             BufferConfig::Memory(m) => m.when_full,
+            BufferConfig::Disk(d) => d.when_full,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Room is asked for with the events themselves, since a memory buffer counts events and a disk buffer counts
 //! bytes; what is granted is always a number of leading events.
 
+use super::disk::{DiskReceiver, DiskReservation, DiskSender};
 use super::memory::{MemoryReceiver, MemoryReservation, MemorySender};
 use super::WhenFull;
 use crate::event::Event;
@@ -13,6 +14,8 @@ use crate::event::Event;
 pub enum BufferSender {
     /// A bounded in-memory queue.
     Memory(MemorySender),
+    /// Segment files on disk.
+    Disk(DiskSender),
 }
 
 /// Room reserved in a buffer for the first [`Reservation::granted`] events. Dropping it unused gives the room
@@ -20,12 +23,16 @@ pub enum BufferSender {
 pub enum Reservation<'a> {
     /// In a memory buffer.
     Memory(MemoryReservation<'a>),
+    /// In a disk buffer.
+    Disk(DiskReservation<'a>),
 }
 
 /// The reading end of a sink's buffer, owned by the sink.
 pub enum BufferReceiver {
     /// A bounded in-memory queue.
     Memory(MemoryReceiver),
+    /// Segment files on disk.
+    Disk(DiskReceiver),
 }
 
 impl BufferSender {
@@ -33,6 +40,8 @@ impl BufferSender {
     pub fn max_batch(&self) -> usize {
         match self {
             BufferSender::Memory(m) => m.capacity(),
+            // Bounded in bytes, not events: batches are as the source made them.
+            BufferSender::Disk(_) => usize::MAX,
         }
     }
 
@@ -40,6 +49,7 @@ impl BufferSender {
     pub fn when_full(&self) -> WhenFull {
         match self {
             BufferSender::Memory(m) => m.when_full(),
+            BufferSender::Disk(d) => d.when_full(),
         }
     }
 
@@ -48,6 +58,7 @@ impl BufferSender {
     pub async fn reserve(&self, events: &[Event]) -> Reservation<'_> {
         match self {
             BufferSender::Memory(m) => Reservation::Memory(m.reserve(events.len()).await),
+            BufferSender::Disk(d) => Reservation::Disk(d.reserve(events).await),
         }
     }
 
@@ -56,6 +67,7 @@ impl BufferSender {
     pub fn try_reserve(&self, events: &[Event]) -> Option<Reservation<'_>> {
         match self {
             BufferSender::Memory(m) => m.try_reserve(events.len()).map(Reservation::Memory),
+            BufferSender::Disk(d) => d.try_reserve(events).map(Reservation::Disk),
         }
     }
 
@@ -76,6 +88,7 @@ impl Reservation<'_> {
     pub fn granted(&self) -> usize {
         match self {
             Reservation::Memory(r) => r.granted(),
+            Reservation::Disk(r) => r.granted(),
         }
     }
 
@@ -84,6 +97,7 @@ impl Reservation<'_> {
     pub fn send(self, events: Vec<Event>) {
         match self {
             Reservation::Memory(r) => r.send(events),
+            Reservation::Disk(r) => r.send(events),
         }
     }
 }
@@ -94,6 +108,7 @@ impl BufferReceiver {
     pub async fn recv_many(&mut self, out: &mut Vec<Event>, limit: usize) -> usize {
         match self {
             BufferReceiver::Memory(m) => m.recv_many(out, limit).await,
+            BufferReceiver::Disk(d) => d.recv_many(out, limit).await,
         }
     }
 
@@ -101,6 +116,7 @@ impl BufferReceiver {
     pub fn len(&self) -> usize {
         match self {
             BufferReceiver::Memory(m) => m.len(),
+            BufferReceiver::Disk(d) => d.len(),
         }
     }
 
