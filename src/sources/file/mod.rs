@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use auditrail_core::shutdown::Shutdown;
 use auditrail_core::{AckBatch, BatchOutcome, EventStatus};
 use tokio::sync::mpsc;
 
@@ -127,31 +128,23 @@ impl FileSource {
             }
             for events in sends {
                 let fanout = self.cx.fanout.clone();
-                let send = fanout.send(events);
-                tokio::pin!(send);
-                loop {
-                    tokio::select! {
-                        _ = &mut send => break,
-                        Some(o) = self.acks_rx.recv() => self.on_outcome(o),
-                        _ = tick.tick() => self.save(),
-                        // Dropping the unfinished send fails the events it still held: not checkpointed.
-                        _ = shutdown.wait() => break 'read,
-                    }
+                // Dropping an unfinished send on shutdown fails the events it still held: not checkpointed.
+                if !self
+                    .drive(fanout.send(events), &mut tick, &mut shutdown)
+                    .await
+                {
+                    break 'read;
                 }
             }
             while let Ok(o) = self.acks_rx.try_recv() {
                 self.on_outcome(o);
             }
             if let Some(tailer) = idle_tailer {
-                let sleep = tokio::time::sleep(poll_interval);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        _ = &mut sleep => break,
-                        Some(o) = self.acks_rx.recv() => self.on_outcome(o),
-                        _ = tick.tick() => self.save(),
-                        _ = shutdown.wait() => break 'read,
-                    }
+                if !self
+                    .drive(tokio::time::sleep(poll_interval), &mut tick, &mut shutdown)
+                    .await
+                {
+                    break 'read;
                 }
                 next_poll = Some(spawn_poll(tailer, Arc::clone(&self.cx.ingest)));
             }
@@ -159,6 +152,25 @@ impl FileSource {
         }
         // A read still running is left to finish on its own; its events were never sent, so never checkpointed.
         self.finish().await;
+    }
+
+    /// Drives `work` to completion while taking in acknowledgements and writing checkpoints on time. Returns
+    /// false, dropping `work`, if shutdown comes first.
+    async fn drive(
+        &mut self,
+        work: impl std::future::Future<Output = ()>,
+        tick: &mut tokio::time::Interval,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                _ = &mut work => return true,
+                Some(o) = self.acks_rx.recv() => self.on_outcome(o),
+                _ = tick.tick() => self.save(),
+                _ = shutdown.wait() => return false,
+            }
+        }
     }
 
     /// Takes in what a poll saw and returns the event batches to send, each with its finalizers.
