@@ -13,8 +13,10 @@ use std::sync::Arc;
 
 use metrics::Counter;
 
+use crate::ack::EventStatus;
 use crate::buffer::BufferReceiver;
-use crate::dead_letter::DeadLetter;
+use crate::dead_letter::{DeadLetter, DeadLetterRecord};
+use crate::event::Event;
 
 /// Any error a sink ends with; each sink has its own `thiserror` enum behind it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -81,6 +83,53 @@ impl SinkContext {
             metrics: SinkMetrics::new(name),
         }
     }
+
+    /// Handles events the destination refused for good (a mapping error, a 4xx): each goes to the sink's
+    /// dead-letter file with `reason` (a stable label) and the destination's `message`, is counted in
+    /// `auditrail_sink_rejected_total`, and is finished as [`EventStatus::Rejected`] so its source moves on.
+    /// If the dead-letter file cannot be written, the events are finished as failed instead — kept for
+    /// redelivery, never dropped unrecorded — and the error is returned.
+    pub fn reject(&self, rejected: Vec<(Event, &'static str, String)>) -> std::io::Result<()> {
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<DeadLetterRecord<'_>> = rejected
+            .iter()
+            .map(|(e, reason, message)| {
+                DeadLetterRecord::new(
+                    &self.name,
+                    format!("uid {}", e.uid()),
+                    reason,
+                    message.clone(),
+                    e.raw(),
+                )
+            })
+            .collect();
+        if let Err(err) = self.dead_letter.write(&records) {
+            tracing::error!(
+                sink = %self.name,
+                path = %self.dead_letter.path().display(),
+                error = %err,
+                events = rejected.len(),
+                "cannot write the dead-letter file; refused events are kept for redelivery instead"
+            );
+            return Err(err);
+        }
+        drop(records);
+        self.metrics.rejected.increment(rejected.len() as u64);
+        tracing::warn!(
+            sink = %self.name,
+            events = rejected.len(),
+            reason = rejected[0].1,
+            message = %rejected[0].2,
+            dead_letter = %self.dead_letter.path().display(),
+            "destination refused events for good; written to the dead-letter file"
+        );
+        for (e, _, _) in rejected {
+            e.finish(EventStatus::Rejected);
+        }
+        Ok(())
+    }
 }
 
 /// A destination for events.
@@ -89,4 +138,60 @@ pub trait Sink: Send + 'static {
     /// Returns an error only for a failure that stops the sink for good (its events are then redelivered by
     /// their sources after a restart, where the source can).
     fn run(self: Box<Self>, input: BufferReceiver, cx: SinkContext) -> SinkFuture;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::AckBatch;
+    use bytes::Bytes;
+
+    fn ev(uid: &str) -> Event {
+        Event::parse(
+            Bytes::from(format!(
+                r#"{{"event":"x","uid":"{uid}","time":"2017-02-03T06:54:05Z"}}"#
+            )),
+            1024,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rejects_go_to_the_dead_letter_file_and_finish_as_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = SinkContext::new("es", dir.path().into());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let batch = AckBatch::new(1, tx);
+        let mut e = ev("u1");
+        e.set_finalizer(batch.finalizer());
+        drop(batch);
+        cx.reject(vec![(
+            e,
+            "mapping_error",
+            "field [x] of type [text]".into(),
+        )])
+        .unwrap();
+        assert_eq!(rx.try_recv().unwrap().status, EventStatus::Rejected);
+        let text = std::fs::read_to_string(dir.path().join("dead-letter/es.ndjson")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["component"], "es");
+        assert_eq!(v["reason"], "mapping_error");
+        assert_eq!(v["location"], "uid u1");
+        assert!(v["raw"].as_str().unwrap().contains("\"uid\":\"u1\""));
+    }
+
+    #[test]
+    fn an_unwritable_dead_letter_file_keeps_events_for_redelivery() {
+        let dir = tempfile::tempdir().unwrap();
+        // dead-letter/ is a regular file: the record cannot be written.
+        std::fs::write(dir.path().join("dead-letter"), b"").unwrap();
+        let cx = SinkContext::new("es", dir.path().into());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let batch = AckBatch::new(1, tx);
+        let mut e = ev("u2");
+        e.set_finalizer(batch.finalizer());
+        drop(batch);
+        assert!(cx.reject(vec![(e, "mapping_error", "x".into())]).is_err());
+        assert_eq!(rx.try_recv().unwrap().status, EventStatus::Failed);
+    }
 }
