@@ -433,7 +433,7 @@ skip() {
 
 auditrail_variants() {
     auditrail_variant "auditrail" "$(auditrail_config '')"
-    # auditrail_variant "auditrail (memory buffer)" "$(auditrail_config 'buffer = { type = "memory", max_events = 10000 }')"
+    auditrail_variant "auditrail (disk buffer)" "$(auditrail_config 'buffer = { type = "disk", max_size = "2GiB" }')"
 }
 
 auditrail_bin=${AUDITRAIL_BIN:-$repo_root/target/release/auditrail}

@@ -22,7 +22,7 @@ use crate::event::Event;
 #[derive(Clone)]
 pub struct DiskSender {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) tx: mpsc::Sender<Vec<Event>>,
+    pub(crate) tx: mpsc::Sender<(Vec<Event>, Option<OwnedSemaphorePermit>)>,
 }
 
 /// Bytes reserved in a disk buffer for the first [`DiskReservation::granted`] events. Dropping it unused gives the
@@ -32,6 +32,8 @@ pub struct DiskReservation<'a> {
     permit: Option<OwnedSemaphorePermit>,
     granted: usize,
     bytes: u64,
+    /// Room among the bytes in flight to the writer; released by the writer once they are durable.
+    in_flight: Option<OwnedSemaphorePermit>,
 }
 
 /// The most bytes one reservation can hold (semaphore permits are taken as `u32`).
@@ -52,6 +54,16 @@ impl DiskSender {
     /// larger than `max_size` is granted its longest prefix that fits in an empty buffer, and at least one event);
     /// a `drop_newest` buffer grants the longest prefix that fits now, possibly none.
     pub async fn reserve(&self, events: &[Event]) -> DiskReservation<'_> {
+        let in_flight = Arc::clone(&self.shared.in_flight)
+            .acquire_many_owned(in_flight_need(events))
+            .await
+            .ok();
+        let mut r = self.reserve_space(events).await;
+        r.in_flight = in_flight;
+        r
+    }
+
+    async fn reserve_space(&self, events: &[Event]) -> DiskReservation<'_> {
         match self.shared.when_full {
             WhenFull::Block => {
                 let (n, bytes) = self.block_prefix(events);
@@ -72,6 +84,22 @@ impl DiskSender {
     /// larger than `max_size`: the prefix [`Self::reserve`] would grant); a `drop_newest` buffer always answers,
     /// granting the longest prefix that fits now.
     pub fn try_reserve(&self, events: &[Event]) -> Option<DiskReservation<'_>> {
+        let in_flight = Arc::clone(&self.shared.in_flight)
+            .try_acquire_many_owned(in_flight_need(events))
+            .ok();
+        if in_flight.is_none() {
+            // The writer is behind: a block buffer answers "no room now"; drop_newest grants nothing.
+            return match self.shared.when_full {
+                WhenFull::Block => None,
+                WhenFull::DropNewest => Some(self.reservation(None, 0, 0)),
+            };
+        }
+        let mut r = self.try_reserve_space(events)?;
+        r.in_flight = in_flight;
+        Some(r)
+    }
+
+    fn try_reserve_space(&self, events: &[Event]) -> Option<DiskReservation<'_>> {
         match self.shared.when_full {
             WhenFull::Block => {
                 let (n, bytes) = self.block_prefix(events);
@@ -122,11 +150,18 @@ impl DiskSender {
             permit,
             granted,
             bytes,
+            in_flight: None,
         }
     }
 }
 
 /// The longest prefix of `events` whose records fit in `budget` bytes, and their size.
+/// In-flight room a batch asks for: its record bytes, capped so that any batch can be admitted.
+fn in_flight_need(events: &[Event]) -> u32 {
+    let bytes: u64 = events.iter().map(|e| record_len(e) as u64).sum();
+    bytes.clamp(1, super::shared::MAX_IN_FLIGHT) as u32
+}
+
 fn prefix(events: &[Event], budget: u64) -> (usize, u64) {
     let mut total = 0u64;
     for (i, e) in events.iter().enumerate() {
@@ -185,7 +220,9 @@ impl DiskReservation<'_> {
         }
         let n = events.len() as u64;
         shared.unread.fetch_add(n, Ordering::AcqRel);
-        if let Err(mpsc::SendError(events)) = self.sender.tx.send(events) {
+        if let Err(mpsc::SendError((events, _))) =
+            self.sender.tx.send((events, self.in_flight.take()))
+        {
             // The writer is gone (only after a failure it could not recover from): the events are released
             // without an outcome, so their sources keep them.
             shared.release(actual);

@@ -54,6 +54,10 @@ impl State {
     }
 }
 
+/// Most bytes of events waiting in memory for the writer; the writer syncs early once a quarter of this is
+/// left, so the bound costs throughput only when the disk is slower than the source.
+pub(crate) const MAX_IN_FLIGHT: u64 = 16 << 20;
+
 /// The buffer's metrics, labelled with the sink.
 pub(crate) struct Metrics {
     /// `auditrail_buffer_events`: records on disk not yet acknowledged by the sink.
@@ -93,6 +97,9 @@ pub(crate) struct Shared {
     pub changed: Condvar,
     /// Free bytes under `max_size`, as permits.
     pub space: Arc<Semaphore>,
+    /// Bytes sent to the writer and not yet durable, as permits out of [`MAX_IN_FLIGHT`]: bounds the memory a
+    /// fast source can fill while the disk catches up.
+    pub in_flight: Arc<Semaphore>,
     /// Bytes used beyond `max_size` (segments found at open, a reservation that grew); paid back before any
     /// permit is returned.
     debt: Mutex<u64>,
@@ -149,6 +156,7 @@ impl Shared {
             state: Mutex::new(init.state),
             changed: Condvar::new(),
             space: Arc::new(Semaphore::new(free as usize)),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize)),
             debt: Mutex::new(debt),
             unread: AtomicU64::new(init.pending_records),
             unacked: AtomicU64::new(init.pending_records),

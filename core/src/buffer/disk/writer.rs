@@ -15,9 +15,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use super::crash::{self, CrashPoint};
 use super::segment::{encode, record_len, segment_path};
-use super::shared::Shared;
+use super::shared::{Shared, MAX_IN_FLIGHT};
 use crate::ack::EventStatus;
 use crate::event::Event;
 
@@ -26,7 +28,9 @@ const CLOSING_ATTEMPTS: u32 = 3;
 
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    rx: Receiver<Vec<Event>>,
+    rx: Receiver<(Vec<Event>, Option<OwnedSemaphorePermit>)>,
+    /// In-flight room of the batches in `pending`, given back once they are durable.
+    in_flight: Vec<OwnedSemaphorePermit>,
     /// The open current segment, once created.
     file: Option<File>,
     /// Durable bytes in the current segment.
@@ -41,7 +45,10 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(shared: Arc<Shared>, rx: Receiver<Vec<Event>>) -> Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        rx: Receiver<(Vec<Event>, Option<OwnedSemaphorePermit>)>,
+    ) -> Writer {
         Writer {
             shared,
             rx,
@@ -50,6 +57,7 @@ impl Writer {
             dir_dirty: false,
             buf: Vec::with_capacity(1 << 20),
             pending: Vec::new(),
+            in_flight: Vec::new(),
             last_sync: None,
         }
     }
@@ -58,6 +66,7 @@ impl Writer {
     fn due(&self) -> bool {
         self.last_sync
             .is_none_or(|t| t.elapsed() >= self.shared.fsync_interval)
+            || self.shared.in_flight.available_permits() < (MAX_IN_FLIGHT / 4) as usize
     }
 
     /// How long until the next fsync may happen.
@@ -105,7 +114,8 @@ impl Writer {
         self.shared.changed.notify_all();
     }
 
-    fn append(&mut self, batch: Vec<Event>) {
+    fn append(&mut self, (batch, in_flight): (Vec<Event>, Option<OwnedSemaphorePermit>)) {
+        self.in_flight.extend(in_flight);
         for event in batch {
             let len = record_len(&event) as u64;
             let used = self.committed + self.buf.len() as u64;
@@ -168,6 +178,7 @@ impl Writer {
                         );
                         self.shared.sub_unread(self.pending.len() as u64);
                         self.pending.clear();
+                        self.in_flight.clear();
                         self.buf.clear();
                         return;
                     }
@@ -223,6 +234,7 @@ impl Writer {
         for event in self.pending.drain(..) {
             event.finish(EventStatus::Delivered);
         }
+        self.in_flight.clear();
         let mut st = self.shared.state();
         let id = st.current;
         st.set_size(id, self.committed);
