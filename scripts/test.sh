@@ -25,6 +25,8 @@ echo "== release build of the agent for the integration tests"
 cargo build --release --bin auditrail --quiet
 export AUDITRAIL_BIN="$PWD/target/release/auditrail"
 export AUDITRAIL_REQUIRE_SYSTEMD=1
+# The disk-full fault test mounts a size-limited tmpfs, which needs root (as CI has).
+export AUDITRAIL_REQUIRE_ROOT=1
 echo "== cargo test"
 cargo test --workspace -- --nocapture 2>&1 | tee target/test-output.log | grep -Ev '^(running [0-9]+ tests?|)$' | grep -Ev '^test .* \.\.\. ok$' || true
 # The pipe above keeps the log short; the verdict comes from cargo's own summary lines.

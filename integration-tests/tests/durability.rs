@@ -195,8 +195,22 @@ fn damaged_segments_are_skipped_counted_and_the_rest_delivered() {
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
-        text.contains("corrupt"),
+        text.contains("1 corrupt records"),
         "validate names the damage: {text}"
+    );
+    let out = Command::new(binary())
+        .args(["buffer", "inspect", "--config"])
+        .arg(d.join("auditrail.toml"))
+        .arg("out")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing}");
+    assert!(
+        listing.contains("records pending: ")
+            && listing.contains(".seg")
+            && listing.contains("1 corrupt records"),
+        "buffer inspect: {listing}"
     );
     assert_eq!(std::fs::read(&segments[0]).unwrap(), before);
     std::fs::remove_file(d.join("out/down")).unwrap();
