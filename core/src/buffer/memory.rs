@@ -6,19 +6,15 @@
 //! Room is given back when the sink takes events out; what the sink then holds in flight is bounded by the sink's
 //! own batching.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use metrics::{Counter, Gauge};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::config::{MemoryBufferConfig, WhenFull};
+use super::drops::Drops;
 use crate::ack::EventStatus;
 use crate::event::Event;
-
-/// How often a buffer that keeps dropping says so in the log; every drop is counted regardless.
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 struct Shared {
     sink: Arc<str>,
@@ -26,10 +22,8 @@ struct Shared {
     room: Arc<Semaphore>,
     when_full: WhenFull,
     /// Drops not yet reported in an `auditrail.dropped` event.
-    unreported_drops: AtomicU64,
-    last_drop_log: Mutex<Option<Instant>>,
+    drops: Drops,
     fill: Gauge,
-    dropped: Counter,
     discarded: Counter,
 }
 
@@ -45,26 +39,6 @@ impl Shared {
             events = n,
             "sink has stopped: events not buffered; their sources will read them again where they can (file), the rest are lost"
         );
-    }
-
-    /// An `auditrail.dropped` event for drops not yet reported, if any. The receiver adds it to what it hands
-    /// the sink, so the report goes out as soon as the sink makes room, even if no new event ever arrives.
-    fn drop_report(&self) -> Option<Event> {
-        if self.unreported_drops.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let count = self.unreported_drops.swap(0, Ordering::AcqRel);
-        (count > 0).then(|| {
-            Event::internal(
-                "auditrail.dropped",
-                "AR0001W",
-                &[
-                    ("sink", self.sink.as_ref().into()),
-                    ("count", count.into()),
-                    ("reason", "buffer full (when_full = drop_newest)".into()),
-                ],
-            )
-        })
     }
 
     fn update_fill(&self) {
@@ -84,14 +58,11 @@ pub fn memory_buffer(sink: &str, config: &MemoryBufferConfig) -> (MemorySender, 
         capacity,
         room: Arc::new(Semaphore::new(capacity)),
         when_full: config.when_full,
-        unreported_drops: AtomicU64::new(0),
-        last_drop_log: Mutex::new(None),
+        drops: Drops::new(sink),
         fill: metrics::gauge!("auditrail_buffer_events", &labels),
-        dropped: metrics::counter!("auditrail_buffer_dropped_events_total", &labels),
         discarded: metrics::counter!("auditrail_buffer_discarded_events_total", &labels),
     });
     shared.fill.set(0.0);
-    shared.dropped.increment(0);
     shared.discarded.increment(0);
     (
         MemorySender {
@@ -249,21 +220,10 @@ impl MemoryReservation<'_> {
         for e in dropped {
             e.finish(EventStatus::Dropped);
         }
-        let shared = &self.sender.shared;
-        shared.dropped.increment(n);
-        let total = shared.unreported_drops.fetch_add(n, Ordering::AcqRel) + n;
-        let mut last = shared
-            .last_drop_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL) {
-            *last = Some(Instant::now());
-            tracing::warn!(
-                sink = %shared.sink,
-                dropped = total,
-                "buffer full (when_full = \"drop_newest\"): dropping new events"
-            );
-        }
+        self.sender
+            .shared
+            .drops
+            .record(n, "buffer full (when_full = drop_newest)");
     }
 }
 
@@ -295,7 +255,7 @@ impl MemoryReceiver {
                 Err(_) => break,
             }
         }
-        if let Some(report) = self.shared.drop_report() {
+        if let Some(report) = self.shared.drops.report() {
             out.push(report);
             moved += 1;
         }

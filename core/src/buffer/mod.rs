@@ -2,6 +2,7 @@
 
 mod config;
 pub mod disk;
+mod drops;
 mod handles;
 mod memory;
 

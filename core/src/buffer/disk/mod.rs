@@ -86,7 +86,6 @@ pub fn open(
     let metrics = Metrics {
         events: metrics::gauge!("auditrail_buffer_events", &labels),
         bytes: metrics::gauge!("auditrail_buffer_bytes", &labels),
-        dropped: metrics::counter!("auditrail_buffer_dropped_events_total", &labels),
         corrupt: metrics::counter!("auditrail_buffer_corrupt_records_total", &labels),
         write_blocked: metrics::gauge!("auditrail_buffer_write_blocked", &labels),
     };
@@ -94,7 +93,6 @@ pub fn open(
     let max_bytes = metrics::gauge!("auditrail_buffer_max_bytes", &labels);
     metrics.events.set(0.0);
     metrics.bytes.set(0.0);
-    metrics.dropped.increment(0);
     metrics.corrupt.increment(0);
     max_bytes.set(0.0);
 

@@ -9,12 +9,13 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use metrics::{Counter, Gauge};
 use tokio::sync::Semaphore;
 
 use super::lock::DirLock;
+use crate::buffer::drops::Drops;
 use crate::buffer::WhenFull;
 use crate::event::Event;
 
@@ -64,16 +65,11 @@ pub(crate) struct Metrics {
     pub events: Gauge,
     /// `auditrail_buffer_bytes`: bytes of segment files.
     pub bytes: Gauge,
-    /// `auditrail_buffer_dropped_events_total`.
-    pub dropped: Counter,
     /// `auditrail_buffer_corrupt_records_total`.
     pub corrupt: Counter,
     /// `auditrail_buffer_write_blocked`: 1 while segment writes fail (disk full, I/O error), else 0.
     pub write_blocked: Gauge,
 }
-
-/// How often a buffer that keeps dropping says so in the log; every drop is counted regardless.
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Everything the parts of one disk buffer share.
 pub(crate) struct Shared {
@@ -107,9 +103,8 @@ pub(crate) struct Shared {
     pub unread: AtomicU64,
     /// Records durable and not yet acknowledged by the sink.
     pub unacked: AtomicU64,
-    /// Drops not yet reported in an `auditrail.dropped` event.
-    pub unreported_drops: AtomicU64,
-    last_drop_log: Mutex<Option<Instant>>,
+    /// Dropped events: counted, logged, reported in `auditrail.dropped`.
+    drops: Drops,
     /// Set when the receiver is dropped, so that the reader thread stops.
     pub receiver_gone: AtomicBool,
     /// Segments from this id on were written by this instance (damage in older ones was counted at open).
@@ -148,6 +143,7 @@ impl Shared {
         Shared {
             dir: init.dir,
             dir_handle: init.dir_handle,
+            drops: Drops::new(&init.sink),
             sink: init.sink,
             max_size: max_permits,
             max_segment_size: init.max_segment_size.max(1),
@@ -160,8 +156,6 @@ impl Shared {
             debt: Mutex::new(debt),
             unread: AtomicU64::new(init.pending_records),
             unacked: AtomicU64::new(init.pending_records),
-            unreported_drops: AtomicU64::new(0),
-            last_drop_log: Mutex::new(None),
             receiver_gone: AtomicBool::new(false),
             first_new_segment: init.first_new_segment,
             synced_records: AtomicU64::new(0),
@@ -217,44 +211,13 @@ impl Shared {
             });
     }
 
-    /// Counts events dropped because the buffer is full and logs it (at most every 10 s).
-    pub fn record_drops(&self, n: u64, why: &str) {
-        if n == 0 {
-            return;
-        }
-        self.metrics.dropped.increment(n);
-        let total = self.unreported_drops.fetch_add(n, Ordering::AcqRel) + n;
-        let mut last = self.last_drop_log.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL) {
-            *last = Some(Instant::now());
-            tracing::warn!(
-                sink = %self.sink,
-                dropped = total,
-                reason = why,
-                "disk buffer dropping new events"
-            );
-        }
+    /// Counts dropped events and logs it (at most every 10 s).
+    pub fn record_drops(&self, n: u64, why: &'static str) {
+        self.drops.record(n, why);
     }
 
     /// An `auditrail.dropped` event for drops not yet reported, if any.
     pub fn drop_report(&self) -> Option<Event> {
-        if self.unreported_drops.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let count = self.unreported_drops.swap(0, Ordering::AcqRel);
-        (count > 0).then(|| {
-            Event::internal(
-                "auditrail.dropped",
-                "AR0001W",
-                &[
-                    ("sink", self.sink.as_ref().into()),
-                    ("count", count.into()),
-                    (
-                        "reason",
-                        "disk buffer full (when_full = drop_newest)".into(),
-                    ),
-                ],
-            )
-        })
+        self.drops.report()
     }
 }
