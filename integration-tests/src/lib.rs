@@ -308,6 +308,17 @@ pub fn uids_in(dir: &Path) -> HashMap<String, usize> {
     counts
 }
 
+/// For uids `{prefix}0..n`: how many are missing from the `*.ndjson` files under `dir/out`, how many extra
+/// copies there are, and every uid's count.
+pub fn tally(dir: &Path, prefix: &str, n: usize) -> (usize, usize, HashMap<String, usize>) {
+    let counts = uids_in(&dir.join("out"));
+    let lost = (0..n)
+        .filter(|i| !counts.contains_key(&format!("{prefix}{i}")))
+        .count();
+    let dups = counts.values().map(|c| c - 1).sum();
+    (lost, dups, counts)
+}
+
 /// Every line of every `*.ndjson` file under `dir` (recursively), in file-name order.
 pub fn lines_in(dir: &Path) -> Vec<String> {
     let mut files = Vec::new();

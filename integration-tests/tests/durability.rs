@@ -2,7 +2,6 @@
 //! disk, damaged segments, and a crash at every step of the acknowledgement path. Each asserts exact counts by
 //! uid: nothing lost, duplicates only where a crash makes them unavoidable (counted and printed).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -35,16 +34,6 @@ buffer = {{ type = "disk", max_size = "256MiB", fsync_interval = "20ms" {extra} 
 
 fn out_path(d: &Path) -> String {
     format!("{}/out/events.ndjson", d.display())
-}
-
-/// Lost and duplicated counts of uids `{prefix}0..n` in the output.
-fn tally(d: &Path, prefix: &str, n: usize) -> (usize, usize, HashMap<String, usize>) {
-    let counts = uids_in(&d.join("out"));
-    let lost = (0..n)
-        .filter(|i| !counts.contains_key(&format!("{prefix}{i}")))
-        .count();
-    let dups = counts.values().map(|c| c - 1).sum();
-    (lost, dups, counts)
 }
 
 fn rss_kib(pid: i32) -> u64 {

@@ -205,11 +205,7 @@ fn kill_9_mid_stream_loses_nothing() {
         uids_in(&d.join("out")).len() >= N
     });
     assert!(agent.terminate(Duration::from_secs(30)).success());
-    let counts = uids_in(&d.join("out"));
-    let missing = (0..N)
-        .filter(|i| !counts.contains_key(&format!("k-{i}")))
-        .count();
-    let duplicates: usize = counts.values().map(|c| c - 1).sum();
+    let (missing, duplicates, counts) = tally(d, "k-", N);
     println!("kill -9 at {before} lines: sent {N}, delivered {} distinct, duplicated {duplicates}, lost {missing}", counts.len());
     assert_eq!(missing, 0);
     assert_eq!(counts.len(), N);
