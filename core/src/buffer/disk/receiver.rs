@@ -109,6 +109,8 @@ impl DiskReceiver {
 impl Drop for DiskReceiver {
     fn drop(&mut self) {
         self.shared.receiver_gone.store(true, Ordering::Release);
+        // Senders waiting for space that only acknowledgements could free stop waiting.
+        self.shared.space.close();
         self.shared.changed.notify_all();
         let waiting = self.shared.unread.load(Ordering::Acquire);
         if waiting > 0 {

@@ -34,6 +34,8 @@ pub struct DiskReservation<'a> {
     bytes: u64,
     /// Room among the bytes in flight to the writer; released by the writer once they are durable.
     in_flight: Option<OwnedSemaphorePermit>,
+    /// The buffer was full and its sink has stopped: nothing can be stored in this run.
+    closed: bool,
 }
 
 /// The most bytes one reservation can hold (semaphore permits are taken as `u32`).
@@ -70,11 +72,18 @@ impl DiskSender {
                 if n == 0 {
                     return self.reservation(None, 0, 0);
                 }
-                let permit = Arc::clone(&self.shared.space)
+                match Arc::clone(&self.shared.space)
                     .acquire_many_owned(bytes as u32)
                     .await
-                    .expect("the disk buffer's semaphore is never closed");
-                self.reservation(Some(permit), n, bytes)
+                {
+                    Ok(permit) => self.reservation(Some(permit), n, bytes),
+                    // The sink stopped (end of shutdown_timeout) while the buffer was full: no room will
+                    // come back in this run.
+                    Err(_) => DiskReservation {
+                        closed: true,
+                        ..self.reservation(None, 0, 0)
+                    },
+                }
             }
             WhenFull::DropNewest => self.grant_available(events),
         }
@@ -127,6 +136,12 @@ impl DiskSender {
     }
 
     fn grant_available(&self, events: &[Event]) -> DiskReservation<'_> {
+        if self.shared.space.is_closed() {
+            return DiskReservation {
+                closed: true,
+                ..self.reservation(None, 0, 0)
+            };
+        }
         loop {
             let free = (self.shared.space.available_permits() as u64).min(MAX_RESERVATION);
             let (n, bytes) = prefix(events, free);
@@ -151,6 +166,7 @@ impl DiskSender {
             granted,
             bytes,
             in_flight: None,
+            closed: false,
         }
     }
 }
@@ -186,6 +202,15 @@ impl DiskReservation<'_> {
     /// dropped the same way. The sources learn [`EventStatus::Delivered`] once the writer has fsynced the records.
     pub fn send(mut self, mut events: Vec<Event>) {
         let shared = Arc::clone(&self.sender.shared);
+        if self.closed {
+            // Left without an outcome (failed): a file source reads them again on the next start.
+            tracing::warn!(
+                sink = %shared.sink,
+                events = events.len(),
+                "disk buffer full and its sink stopped: events not stored; their sources will send them again where they can"
+            );
+            return;
+        }
         if events.len() > self.granted {
             let dropped = events.split_off(self.granted);
             let n = dropped.len() as u64;

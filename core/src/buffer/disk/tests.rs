@@ -431,6 +431,42 @@ async fn block_mode_waits_for_acknowledged_space() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_sink_releases_senders_waiting_for_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let rl = record_len(&ev(0)) as u64;
+    let config = DiskBufferConfig {
+        max_size: ByteSize(4 * rl),
+        ..cfg(0)
+    };
+    let (tx, rx, _) = reopen(dir.path(), &config).await;
+    let events: Vec<Event> = (0..4).map(ev).collect();
+    tx.try_reserve(&events).unwrap().send(events);
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel();
+    let batch = crate::ack::AckBatch::new(9, ack_tx);
+    let mut late = ev(4);
+    late.set_finalizer(batch.finalizer());
+    drop(batch);
+    let tx2 = tx.clone();
+    let waiter = tokio::spawn(async move {
+        let e = vec![late];
+        tx2.reserve(&e).await.send(e)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "a full block buffer waits");
+    drop(rx);
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    let outcome = ack_rx.recv().await.unwrap();
+    assert_eq!(
+        outcome.status,
+        EventStatus::Failed,
+        "not stored, so its source keeps it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_newest_drops_counts_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let rl = record_len(&ev(0)) as u64;
