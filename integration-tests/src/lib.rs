@@ -289,10 +289,20 @@ pub fn write_events(path: &Path, prefix: &str, n: usize) {
 }
 
 /// The `uid` of every line of every `*.ndjson` file under `dir`, with how often each occurs; lines of
-/// `auditrail.*` events are left out. Panics on a line that is not a JSON object.
+/// `auditrail.*` events are left out. For use once the agent has stopped: panics on a line that is not a JSON
+/// object, including a partial last line.
 pub fn uids_in(dir: &Path) -> HashMap<String, usize> {
+    count_uids(lines_in(dir))
+}
+
+/// Like [`uids_in`], for use while the agent runs: a last line still being written is left out.
+pub fn uids_so_far(dir: &Path) -> HashMap<String, usize> {
+    count_uids(lines_so_far(dir))
+}
+
+fn count_uids(lines: Vec<String>) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    for line in lines_in(dir) {
+    for line in lines {
         let v: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad output line {line:?}: {e}"));
         if v["event"]
@@ -309,7 +319,7 @@ pub fn uids_in(dir: &Path) -> HashMap<String, usize> {
 }
 
 /// For uids `{prefix}0..n`: how many are missing from the `*.ndjson` files under `dir/out`, how many extra
-/// copies there are, and every uid's count.
+/// copies there are, and every uid's count. For use once the agent has stopped.
 pub fn tally(dir: &Path, prefix: &str, n: usize) -> (usize, usize, HashMap<String, usize>) {
     let counts = uids_in(&dir.join("out"));
     let lost = (0..n)
@@ -319,21 +329,32 @@ pub fn tally(dir: &Path, prefix: &str, n: usize) -> (usize, usize, HashMap<Strin
     (lost, dups, counts)
 }
 
-/// Every line of every `*.ndjson` file under `dir` (recursively), in file-name order.
+/// Every line of every `*.ndjson` file under `dir` (recursively), in file-name order, for use once the agent
+/// has stopped: a file that does not end with a newline (a torn line) is kept whole, so that it fails parsing.
 pub fn lines_in(dir: &Path) -> Vec<String> {
+    read_lines(dir, true)
+}
+
+/// Like [`lines_in`], for use while the agent runs: a last line still being written is left out.
+pub fn lines_so_far(dir: &Path) -> Vec<String> {
+    read_lines(dir, false)
+}
+
+fn read_lines(dir: &Path, keep_partial: bool) -> Vec<String> {
     let mut files = Vec::new();
     collect(dir, &mut files);
     files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    let mut out = Vec::new();
+    for f in files {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        let complete = if keep_partial {
+            text.as_str()
+        } else {
+            &text[..text.rfind('\n').map_or(0, |p| p + 1)]
+        };
+        out.extend(complete.lines().map(str::to_string));
+    }
+    out
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -71,7 +71,7 @@ fn twenty_kill_9s_lose_nothing() {
     }
     let agent = Agent::start(d, &cfg, api);
     wait_for(Duration::from_secs(120), "every uid", || {
-        uids_in(&d.join("out")).len() >= N
+        uids_so_far(&d.join("out")).len() >= N
     });
     assert!(agent.terminate(Duration::from_secs(30)).success());
     let (lost, dups, counts) = tally(d, "k-", N);
@@ -257,7 +257,7 @@ fn a_crash_at_any_step_of_the_ack_path_loses_nothing_and_restarts() {
         assert!(!status.success(), "{point}: the hook must stop the agent");
         let agent = Agent::start(d, &cfg, api);
         wait_for(Duration::from_secs(60), "every uid after the crash", || {
-            uids_in(&d.join("out")).len() >= N
+            uids_so_far(&d.join("out")).len() >= N
         });
         assert!(agent.terminate(Duration::from_secs(30)).success());
         let (lost, dups, _) = tally(d, "p-", N);

@@ -304,7 +304,7 @@ fn drop_newest_counts_every_drop_exactly() {
         Duration::from_secs(40),
         "an auditrail.dropped event",
         || {
-            lines_in(&d.join("out"))
+            lines_so_far(&d.join("out"))
                 .iter()
                 .any(|l| l.contains("\"event\":\"auditrail.dropped\""))
         },
