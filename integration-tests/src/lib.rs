@@ -329,6 +329,26 @@ pub fn tally(dir: &Path, prefix: &str, n: usize) -> (usize, usize, HashMap<Strin
     (lost, dups, counts)
 }
 
+/// Starts the agent again (after a crash or kill), waits until every uid `{prefix}0..n` is in `dir/out`, stops
+/// it cleanly and returns [`tally`]'s lost, duplicated and counts.
+pub fn recover_and_tally(
+    dir: &Path,
+    config: &str,
+    api_port: u16,
+    prefix: &str,
+    n: usize,
+) -> (usize, usize, HashMap<String, usize>) {
+    let agent = Agent::start(dir, config, api_port);
+    wait_for(
+        Duration::from_secs(120),
+        "every uid after the restart",
+        || uids_so_far(&dir.join("out")).len() >= n,
+    );
+    let status = agent.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status}");
+    tally(dir, prefix, n)
+}
+
 /// Every line of every `*.ndjson` file under `dir` (recursively), in file-name order, for use once the agent
 /// has stopped: a file that does not end with a newline (a torn line) is kept whole, so that it fails parsing.
 pub fn lines_in(dir: &Path) -> Vec<String> {

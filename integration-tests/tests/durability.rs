@@ -69,12 +69,7 @@ fn twenty_kill_9s_lose_nothing() {
             line_count(&d.join("out"))
         );
     }
-    let agent = Agent::start(d, &cfg, api);
-    wait_for(Duration::from_secs(120), "every uid", || {
-        uids_so_far(&d.join("out")).len() >= N
-    });
-    assert!(agent.terminate(Duration::from_secs(30)).success());
-    let (lost, dups, counts) = tally(d, "k-", N);
+    let (lost, dups, counts) = recover_and_tally(d, &cfg, api, "k-", N);
     println!("20 x kill -9, disk buffer: sent {N}, delivered {} distinct, duplicated {dups}, lost {lost}", counts.len());
     assert_eq!(lost, 0);
     assert_eq!(counts.len(), N);
@@ -255,12 +250,7 @@ fn a_crash_at_any_step_of_the_ack_path_loses_nothing_and_restarts() {
             .status()
             .unwrap();
         assert!(!status.success(), "{point}: the hook must stop the agent");
-        let agent = Agent::start(d, &cfg, api);
-        wait_for(Duration::from_secs(60), "every uid after the crash", || {
-            uids_so_far(&d.join("out")).len() >= N
-        });
-        assert!(agent.terminate(Duration::from_secs(30)).success());
-        let (lost, dups, _) = tally(d, "p-", N);
+        let (lost, dups, _) = recover_and_tally(d, &cfg, api, "p-", N);
         println!("crash at {point}: sent {N}, lost {lost}, duplicated {dups}");
         assert_eq!(lost, 0, "{point}");
     }

@@ -201,12 +201,7 @@ fn kill_9_mid_stream_loses_nothing() {
         before < N,
         "the kill came after the end ({before} lines); make the test input larger"
     );
-    let agent = Agent::start(d, &cfg, api);
-    wait_for(Duration::from_secs(120), "every uid after restart", || {
-        uids_so_far(&d.join("out")).len() >= N
-    });
-    assert!(agent.terminate(Duration::from_secs(30)).success());
-    let (missing, duplicates, counts) = tally(d, "k-", N);
+    let (missing, duplicates, counts) = recover_and_tally(d, &cfg, api, "k-", N);
     println!("kill -9 at {before} lines: sent {N}, delivered {} distinct, duplicated {duplicates}, lost {missing}", counts.len());
     assert_eq!(missing, 0);
     assert_eq!(counts.len(), N);
