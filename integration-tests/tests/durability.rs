@@ -218,15 +218,7 @@ fn damaged_segments_are_skipped_counted_and_the_rest_delivered() {
 
 #[test]
 fn a_crash_at_any_step_of_the_ack_path_loses_nothing_and_restarts() {
-    for point in [
-        "after_write",
-        "after_fsync",
-        "after_ack",
-        "after_cursor_write",
-        "after_cursor_rename",
-        "before_unlink",
-        "after_unlink",
-    ] {
+    for point in auditrail_core::buffer::disk::CRASH_POINTS {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("in")).unwrap();

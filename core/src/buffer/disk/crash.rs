@@ -29,6 +29,17 @@ pub(crate) enum CrashPoint {
     AfterUnlink,
 }
 
+/// Every step's name, in path order: what fault tests iterate over, so a new step is tested everywhere.
+pub const CRASH_POINTS: [&str; 7] = [
+    "after_write",
+    "after_fsync",
+    "after_ack",
+    "after_cursor_write",
+    "after_cursor_rename",
+    "before_unlink",
+    "after_unlink",
+];
+
 impl CrashPoint {
     fn name(self) -> &'static str {
         match self {
@@ -76,5 +87,25 @@ pub(crate) fn point(point: CrashPoint) {
             t.name
         );
         std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_published_names_are_exactly_the_steps() {
+        let all = [
+            CrashPoint::AfterWrite,
+            CrashPoint::AfterFsync,
+            CrashPoint::AfterAck,
+            CrashPoint::AfterCursorWrite,
+            CrashPoint::AfterCursorRename,
+            CrashPoint::BeforeUnlink,
+            CrashPoint::AfterUnlink,
+        ];
+        let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
+        assert_eq!(names, CRASH_POINTS);
     }
 }

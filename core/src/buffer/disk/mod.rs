@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 pub use config::DiskBufferConfig;
+pub use crash::CRASH_POINTS;
 pub use cursor::Position;
 pub use error::DiskBufferError;
 pub use inspect::{inspect, Inspection, SegmentInfo};

@@ -830,15 +830,7 @@ async fn crash_child() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_at_every_step_loses_nothing() {
     let exe = std::env::current_exe().unwrap();
-    for point in [
-        "after_write",
-        "after_fsync",
-        "after_ack",
-        "after_cursor_write",
-        "after_cursor_rename",
-        "before_unlink",
-        "after_unlink",
-    ] {
+    for point in super::CRASH_POINTS {
         for after in [1, 4] {
             let dir = tempfile::tempdir().unwrap();
             let status = std::process::Command::new(&exe)
