@@ -9,6 +9,7 @@ pub mod buffer;
 pub mod dead_letter;
 pub mod event;
 pub mod fanout;
+pub mod integrity;
 pub mod retry;
 pub mod shutdown;
 pub mod sink;
