@@ -1,4 +1,4 @@
-//! The `auditrail` command line: `run`, `validate`, `--version`.
+//! The `auditrail` command line: `run`, `validate`, `keygen`, `buffer inspect`, `--version`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -43,6 +43,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Make the signing key pair of the integrity chain: DIR/auditrail.key (secret, mode 0600, for the agent's
+    /// `[integrity] key`) and DIR/auditrail.pub (for auditors and `auditrail verify --key`).
+    Keygen {
+        /// Directory to write the two files into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Work with sinks' disk buffers.
     Buffer {
         #[command(subcommand)]
@@ -68,6 +75,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config.as_deref()),
         Command::Validate { config } => validate(&config),
+        Command::Keygen { out } => keygen(&out),
         Command::Buffer {
             command: BufferCommand::Inspect { config, sink },
         } => inspect(&config, sink.as_deref()),
@@ -103,6 +111,23 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         )?,
     };
     Ok(config)
+}
+
+fn keygen(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let (secret, public) = (dir.join("auditrail.key"), dir.join("auditrail.pub"));
+    auditrail_core::integrity::keys::keygen(&secret, &public)?;
+    println!(
+        "secret key: {} (mode 0600; for the agent's [integrity] key)\npublic key: {} (for auditors: auditrail verify --key)",
+        secret.display(),
+        public.display()
+    );
+    Ok(())
 }
 
 fn validate(path: &Path) -> anyhow::Result<()> {
