@@ -351,6 +351,18 @@ impl Event {
         self.finalizer = Some(finalizer);
     }
 
+    /// Appends `member` (`"name":value`) as the object's last member. Everything before it keeps its bytes, so
+    /// the parsed positions stay valid.
+    pub fn append_member(&mut self, member: &[u8]) {
+        self.raw = Bytes::from(crate::integrity::chain::append_member(&self.raw, member));
+    }
+
+    /// Puts back raw bytes this event had before [`Self::append_member`] (undoing it).
+    pub fn restore_raw(&mut self, raw: Bytes) {
+        debug_assert!(raw.len() <= self.raw.len());
+        self.raw = raw;
+    }
+
     /// Records this copy's outcome and releases it. Dropping an event without calling this reports it failed,
     /// so the source keeps it for redelivery.
     pub fn finish(mut self, status: EventStatus) {

@@ -3,17 +3,41 @@
 //! A batch goes to all of its sinks or, for [`Fanout::try_send`], to none: room is reserved in every buffer
 //! first. A `block` buffer without room makes the whole send wait (backpressure); a `drop_newest` buffer takes
 //! what fits and drops the rest on its own account, without slowing the other sinks.
+//!
+//! With an integrity chain, the fan-out numbers each batch under the stream's lock, reserves room, writes the
+//! chain state, then delivers: every sink gets the same chain, in `seq` order, and the state on disk is never
+//! behind a `seq` a buffer holds. A batch that cannot be sent is un-numbered.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::buffer::{BufferSender, Reservation};
 use crate::event::Event;
+use crate::integrity::stream::{ChainGuard, StreamChain};
 
 /// The set of sink buffers one source feeds.
 #[derive(Clone)]
 pub struct Fanout {
     outputs: Vec<BufferSender>,
     chunk: usize,
+    chain: Option<ChainLink>,
+}
+
+#[derive(Clone)]
+struct ChainLink {
+    chain: Arc<StreamChain>,
+    /// Held by the source's clones only: when the last is dropped, the chain learns its source is gone.
+    _source: Option<Arc<SourceGuard>>,
+}
+
+struct SourceGuard(Arc<StreamChain>);
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl Fanout {
@@ -25,36 +49,68 @@ impl Fanout {
             .min()
             .unwrap_or(1)
             .max(1);
-        Fanout { outputs, chunk }
+        Fanout {
+            outputs,
+            chunk,
+            chain: None,
+        }
+    }
+
+    /// A fan-out to `outputs` that numbers every batch in `chain`: one for the source, and one for the sealer
+    /// (which sends seals, and learns from the chain when the source's fan-outs are all gone).
+    pub fn chained(outputs: Vec<BufferSender>, chain: Arc<StreamChain>) -> (Fanout, Fanout) {
+        let mut source = Fanout::new(outputs);
+        let mut sealer = source.clone();
+        sealer.chain = Some(ChainLink {
+            chain: chain.clone(),
+            _source: None,
+        });
+        source.chain = Some(ChainLink {
+            chain: chain.clone(),
+            _source: Some(Arc::new(SourceGuard(chain))),
+        });
+        (source, sealer)
     }
 
     /// Sends `events` to every output, waiting for room in `block` buffers.
-    pub async fn send(&self, mut events: Vec<Event>) {
-        while !events.is_empty() {
-            let rest = split_rest(&mut events, self.chunk);
-            let mut reservations = Vec::with_capacity(self.outputs.len());
-            for o in &self.outputs {
-                reservations.push(o.reserve(&events).await);
-            }
-            deliver(reservations, events);
-            events = rest;
-        }
+    pub async fn send(&self, events: Vec<Event>) {
+        let _ = self.send_until(events, None).await;
     }
 
     /// Sends `events` only if every `block` buffer has room for all of them right now; otherwise sends nothing
     /// and gives them back.
-    pub fn try_send(&self, events: Vec<Event>) -> Result<(), Vec<Event>> {
+    pub fn try_send(&self, mut events: Vec<Event>) -> Result<(), Vec<Event>> {
         if events.len() > self.chunk {
             return Err(events);
         }
-        let mut reservations = Vec::with_capacity(self.outputs.len());
-        for o in &self.outputs {
-            match o.try_reserve(&events) {
-                Some(r) => reservations.push(r),
-                None => return Err(events),
-            }
+        let Some(link) = &self.chain else {
+            let Some(reservations) = self.try_reserve(&events) else {
+                return Err(events);
+            };
+            deliver(reservations, events);
+            return Ok(());
+        };
+        let Some(mut guard) = link.chain.try_lock() else {
+            return Err(events);
+        };
+        let undo = guard.chain(&mut events);
+        let Some(reservations) = self.try_reserve(&events) else {
+            guard.undo(&mut events, undo);
+            return Err(events);
+        };
+        if !guard.try_commit(events.len()) {
+            drop(reservations);
+            guard.undo(&mut events, undo);
+            return Err(events);
         }
         deliver(reservations, events);
+        if guard.seal_due() {
+            let (mut seal, undo) = guard.seal();
+            match self.try_reserve(&seal) {
+                Some(r) if guard.try_commit(seal.len()) => deliver(r, seal),
+                _ => guard.undo(&mut seal, undo),
+            }
+        }
         Ok(())
     }
 
@@ -65,34 +121,116 @@ impl Fanout {
         events: Vec<Event>,
         timeout: Duration,
     ) -> Result<(), Vec<Event>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut events = events;
-        while !events.is_empty() {
-            let rest = split_rest(&mut events, self.chunk);
-            let batch = &events;
-            let reserve = async {
-                let mut reservations = Vec::with_capacity(self.outputs.len());
-                for o in &self.outputs {
-                    reservations.push(o.reserve(batch).await);
-                }
-                reservations
-            };
-            match tokio::time::timeout_at(deadline, reserve).await {
-                Ok(reservations) => deliver(reservations, events),
-                Err(_) => {
-                    // Dropping the unfinished reservations gave their room back.
-                    events.extend(rest);
-                    return Err(events);
-                }
+        self.send_until(events, Some(Instant::now() + timeout))
+            .await
+    }
+
+    /// Numbers, sends and commits one seal of the chain, giving up at `timeout` (the seal is then taken back).
+    /// Does nothing on a fan-out without a chain.
+    pub async fn seal(&self, timeout: Duration) -> Result<(), ()> {
+        let Some(link) = &self.chain else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + timeout;
+        let Ok(mut guard) = tokio::time::timeout_at(deadline, link.chain.lock()).await else {
+            link.chain.seal_skipped();
+            return Err(());
+        };
+        let (mut seal, undo) = guard.seal();
+        match tokio::time::timeout_at(deadline, self.reserve(&seal)).await {
+            Ok(reservations) => {
+                guard.commit(seal.len()).await;
+                deliver(reservations, seal);
+                Ok(())
             }
-            events = rest;
+            Err(_) => {
+                guard.undo(&mut seal, undo);
+                link.chain.seal_skipped();
+                Err(())
+            }
         }
-        Ok(())
+    }
+
+    /// The chain this fan-out numbers in, if any.
+    pub fn chain(&self) -> Option<&Arc<StreamChain>> {
+        self.chain.as_ref().map(|l| &l.chain)
     }
 
     /// The largest batch [`Self::try_send`] accepts.
     pub fn max_batch(&self) -> usize {
         self.chunk
+    }
+
+    async fn reserve(&self, events: &[Event]) -> Vec<Reservation<'_>> {
+        let mut reservations = Vec::with_capacity(self.outputs.len());
+        for o in &self.outputs {
+            reservations.push(o.reserve(events).await);
+        }
+        reservations
+    }
+
+    fn try_reserve(&self, events: &[Event]) -> Option<Vec<Reservation<'_>>> {
+        let mut reservations = Vec::with_capacity(self.outputs.len());
+        for o in &self.outputs {
+            reservations.push(o.try_reserve(events)?);
+        }
+        Some(reservations)
+    }
+
+    async fn send_until(
+        &self,
+        mut events: Vec<Event>,
+        deadline: Option<Instant>,
+    ) -> Result<(), Vec<Event>> {
+        let mut guard: Option<ChainGuard<'_>> = match &self.chain {
+            None => None,
+            Some(link) => match deadline {
+                None => Some(link.chain.lock().await),
+                Some(d) => match tokio::time::timeout_at(d, link.chain.lock()).await {
+                    Ok(g) => Some(g),
+                    Err(_) => return Err(events),
+                },
+            },
+        };
+        while !events.is_empty() {
+            let rest = split_rest(&mut events, self.chunk);
+            let undo = guard.as_mut().map(|g| g.chain(&mut events));
+            let reserved = match deadline {
+                None => Some(self.reserve(&events).await),
+                Some(d) => tokio::time::timeout_at(d, self.reserve(&events)).await.ok(),
+            };
+            let Some(reservations) = reserved else {
+                // Dropping the unfinished reservations gave their room back.
+                if let (Some(g), Some(u)) = (guard.as_mut(), undo) {
+                    g.undo(&mut events, u);
+                }
+                events.extend(rest);
+                return Err(events);
+            };
+            if let Some(g) = guard.as_mut() {
+                g.commit(events.len()).await;
+            }
+            deliver(reservations, events);
+            if let Some(g) = guard.as_mut() {
+                if g.seal_due() {
+                    let (mut seal, undo) = g.seal();
+                    let reserved = match deadline {
+                        None => Some(self.reserve(&seal).await),
+                        Some(d) => tokio::time::timeout_at(d, self.reserve(&seal)).await.ok(),
+                    };
+                    match reserved {
+                        Some(r) => {
+                            g.commit(seal.len()).await;
+                            deliver(r, seal);
+                        }
+                        // Still due: the next batch or the timer seals.
+                        None => g.undo(&mut seal, undo),
+                    }
+                }
+            }
+            events = rest;
+        }
+        Ok(())
     }
 }
 

@@ -8,7 +8,10 @@
 pub mod canonical;
 pub mod chain;
 pub mod keys;
+pub mod ring;
 pub mod seal;
+pub mod state;
+pub mod stream;
 
 /// The member every chained event carries, appended last.
 pub const FIELD: &str = "auditrail.integrity";

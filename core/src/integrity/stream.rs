@@ -1,0 +1,466 @@
+//! One stream's chain in the running agent: numbering batches, sealing, and the state written before either
+//! leaves.
+//!
+//! The fan-out of a source holds its [`StreamChain`] and, under its lock, numbers a batch ([`ChainGuard::chain`]),
+//! reserves room in the buffers, writes the state ([`ChainGuard::commit`]) and hands the batch on, in that order,
+//! so that the chain is in `seq` order in every buffer and the state on disk is never behind what a buffer got.
+//! A batch that finds no room is un-numbered ([`ChainGuard::undo`]) and its numbers are given again later.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use metrics::Counter;
+use tokio::sync::{Mutex, MutexGuard, Notify};
+
+use super::chain::{content_digest, link, Hash, Integrity};
+use super::ring::KeyRing;
+use super::state::{ChainState, StateFile, SEAL_HISTORY};
+use crate::event::Event;
+
+/// Batches at least this long have their digests computed on all cores.
+const PARALLEL_MIN: usize = 512;
+
+/// The chain of one stream (one source of this node).
+pub struct StreamChain {
+    source: Arc<str>,
+    inner: Mutex<Inner>,
+    ring: Arc<KeyRing>,
+    seal_events: u64,
+    closed: AtomicBool,
+    closed_notify: Notify,
+    metrics: ChainMetrics,
+}
+
+struct Inner {
+    state: ChainState,
+    file: StateFile,
+    /// Events to number before anything else (a chain reset's announcement).
+    pending: Vec<Event>,
+}
+
+struct ChainMetrics {
+    events: Counter,
+    seals: Counter,
+    seals_skipped: Counter,
+    state_errors: Counter,
+}
+
+/// How to take a numbering back.
+pub struct Undo {
+    state: ChainState,
+    raws: Vec<Bytes>,
+    /// Pending events moved to the front of the batch, which go back to pending.
+    pending: usize,
+}
+
+impl std::fmt::Debug for StreamChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamChain")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl StreamChain {
+    /// The chain of `source`, resuming at `state`, written to `file`. `pending` events (e.g. a reset
+    /// announcement) are numbered first.
+    pub fn new(
+        source: &str,
+        state: ChainState,
+        file: StateFile,
+        ring: Arc<KeyRing>,
+        seal_events: u64,
+        pending: Vec<Event>,
+    ) -> StreamChain {
+        let labels = [("source", source.to_string())];
+        let metrics = ChainMetrics {
+            events: metrics::counter!("auditrail_integrity_events_total", &labels),
+            seals: metrics::counter!("auditrail_integrity_seals_total", &labels),
+            seals_skipped: metrics::counter!("auditrail_integrity_seals_skipped_total", &labels),
+            state_errors: metrics::counter!("auditrail_integrity_state_errors_total", &labels),
+        };
+        for c in [
+            &metrics.events,
+            &metrics.seals,
+            &metrics.seals_skipped,
+            &metrics.state_errors,
+        ] {
+            c.increment(0);
+        }
+        StreamChain {
+            source: source.into(),
+            inner: Mutex::new(Inner {
+                state,
+                file,
+                pending,
+            }),
+            ring,
+            seal_events: seal_events.max(1),
+            closed: AtomicBool::new(false),
+            closed_notify: Notify::new(),
+            metrics,
+        }
+    }
+
+    /// The source this chain numbers.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Takes the chain's lock.
+    pub async fn lock(&self) -> ChainGuard<'_> {
+        ChainGuard {
+            chain: self,
+            inner: self.inner.lock().await,
+        }
+    }
+
+    /// Takes the chain's lock if nobody holds it.
+    pub fn try_lock(&self) -> Option<ChainGuard<'_>> {
+        self.inner
+            .try_lock()
+            .ok()
+            .map(|inner| ChainGuard { chain: self, inner })
+    }
+
+    /// Marks the stream's source as gone (its last fan-out was dropped).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.closed_notify.notify_waiters();
+    }
+
+    /// Waits until the source is gone.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.closed_notify.notified();
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether the source is gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Counts a seal that could not be queued in time.
+    pub fn seal_skipped(&self) {
+        self.metrics.seals_skipped.increment(1);
+    }
+}
+
+/// The chain, locked.
+pub struct ChainGuard<'a> {
+    chain: &'a StreamChain,
+    inner: MutexGuard<'a, Inner>,
+}
+
+impl ChainGuard<'_> {
+    /// Where the chain stands.
+    pub fn state(&self) -> &ChainState {
+        &self.inner.state
+    }
+
+    /// Numbers `events` (after any pending ones, which are moved to their front): each gets the next seq, the
+    /// previous hash and its own, appended as its last member. Only the in-memory state moves; [`Self::commit`]
+    /// writes it, [`Self::undo`] takes it back.
+    pub fn chain(&mut self, events: &mut Vec<Event>) -> Undo {
+        let pending = self.inner.pending.len();
+        if pending > 0 {
+            let mut all = std::mem::take(&mut self.inner.pending);
+            all.append(events);
+            *events = all;
+        }
+        let undo = Undo {
+            state: self.inner.state.clone(),
+            raws: events.iter().map(|e| e.raw().clone()).collect(),
+            pending,
+        };
+        let digests = digests(events);
+        let state = &mut self.inner.state;
+        let mut member = Vec::with_capacity(256);
+        for (e, digest) in events.iter_mut().zip(digests) {
+            let seq = state.seq + 1;
+            let hash = link(&state.stream, seq, &state.hash, &digest);
+            let field = Integrity {
+                stream: state.stream.clone(),
+                seq,
+                prev: state.hash,
+                hash,
+            };
+            member.clear();
+            field.write_member(&mut member);
+            e.append_member(&member);
+            state.seq = seq;
+            state.hash = hash;
+            state.since_seal += 1;
+        }
+        undo
+    }
+
+    /// Takes back a numbering that was not handed on: the state returns to what it was, the events to their
+    /// bytes before [`Self::chain`], and pending events moved into `events` back to pending.
+    pub fn undo(&mut self, events: &mut Vec<Event>, undo: Undo) {
+        self.inner.state = undo.state;
+        for (e, raw) in events.iter_mut().zip(undo.raws) {
+            e.restore_raw(raw);
+        }
+        let mut pending: Vec<Event> = events.drain(..undo.pending.min(events.len())).collect();
+        pending.append(&mut self.inner.pending);
+        self.inner.pending = pending;
+    }
+
+    /// Writes the state durably. It must be on disk before the numbered events reach a buffer; if it cannot be
+    /// written, this keeps trying (the source waits: backpressure) rather than hand on numbers that a restart
+    /// could give again.
+    pub async fn commit(&mut self, numbered: usize) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let inner = &mut *self.inner;
+            match inner.file.write(&inner.state) {
+                Ok(()) => break,
+                Err(e) => {
+                    self.chain.metrics.state_errors.increment(1);
+                    tracing::error!(
+                        source = %self.chain.source,
+                        path = %inner.file.path().display(),
+                        error = %e,
+                        "cannot write the integrity chain state; events wait until it can be written"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.chain.metrics.events.increment(numbered as u64);
+    }
+
+    /// Writes the state once; on failure logs and counts it and returns false (the caller takes the batch back).
+    pub fn try_commit(&mut self, numbered: usize) -> bool {
+        let inner = &mut *self.inner;
+        match inner.file.write(&inner.state) {
+            Ok(()) => {
+                self.chain.metrics.events.increment(numbered as u64);
+                true
+            }
+            Err(e) => {
+                self.chain.metrics.state_errors.increment(1);
+                tracing::error!(
+                    source = %self.chain.source,
+                    path = %inner.file.path().display(),
+                    error = %e,
+                    "cannot write the integrity chain state; the batch is not sent"
+                );
+                false
+            }
+        }
+    }
+
+    /// Whether `seal_events` events were numbered since the last seal.
+    pub fn seal_due(&self) -> bool {
+        self.inner.state.since_seal >= self.chain.seal_events
+    }
+
+    /// Makes the stream's next seal, numbered as an event of the stream (after any pending announcement, which it
+    /// then covers). Hand it on like any batch: reserve, [`Self::commit`], deliver — or [`Self::undo`] it.
+    pub fn seal(&mut self) -> (Vec<Event>, Undo) {
+        let before = self.inner.state.clone();
+        let mut events = Vec::new();
+        let mut undo = self.chain(&mut events); // numbers pending events, if any
+        let state = &self.inner.state;
+        let seal =
+            self.chain
+                .ring
+                .seal(&state.stream, state.last_seal() + 1, state.seq, state.hash);
+        let mut event = Event::parse(Bytes::from(seal.to_event()), usize::MAX)
+            .expect("seal events are well formed");
+        event.set_source(self.chain.source.clone());
+        let mut one = vec![event];
+        let seal_undo = self.chain(&mut one);
+        events.append(&mut one);
+        undo.raws.extend(seal_undo.raws);
+        undo.state = before;
+        let state = &mut self.inner.state;
+        state.seals.push(state.seq);
+        if state.seals.len() > SEAL_HISTORY {
+            state.seals.remove(0);
+        }
+        state.since_seal = 0;
+        self.chain.metrics.seals.increment(1);
+        (events, undo)
+    }
+}
+
+/// The content digest of each event, on all cores for large batches.
+fn digests(events: &[Event]) -> Vec<Hash> {
+    let one = |e: &Event, scratch: &mut Vec<u8>| -> Hash {
+        content_digest(e.raw(), scratch).unwrap_or_else(|err| {
+            // Events were validated at their source, so this takes input deeper than the canonical form allows;
+            // the event still gets a place in the chain, and the verifier reports it as altered.
+            tracing::warn!(error = %err, uid = %e.uid(), "event has no canonical form; its chain hash cannot be verified");
+            [0xff; 32]
+        })
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if events.len() < PARALLEL_MIN || threads < 2 {
+        let mut scratch = Vec::with_capacity(1024);
+        return events.iter().map(|e| one(e, &mut scratch)).collect();
+    }
+    let per = events.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = events
+            .chunks(per)
+            .skip(1)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut scratch = Vec::with_capacity(1024);
+                    part.iter()
+                        .map(|e| one(e, &mut scratch))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut scratch = Vec::with_capacity(1024);
+        let mut out: Vec<Hash> = events[..per.min(events.len())]
+            .iter()
+            .map(|e| one(e, &mut scratch))
+            .collect();
+        for p in parts {
+            out.extend(p.join().expect("digest threads do not panic"));
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::{memory_buffer, MemoryBufferConfig, WhenFull};
+    use crate::integrity::chain::{read_field, GENESIS};
+    use crate::integrity::keys::EpochKey;
+    use crate::integrity::seal::Seal;
+    use crate::Fanout;
+
+    fn ev(i: usize) -> Event {
+        Event::parse(
+            Bytes::from(format!(
+                r#"{{"event":"x","uid":"{i}","time":"2017-02-03T06:54:05Z","cmd":"a \u003c b"}}"#
+            )),
+            1024,
+        )
+        .unwrap()
+    }
+
+    fn chain(dir: &std::path::Path, seal_events: u64, pending: Vec<Event>) -> Arc<StreamChain> {
+        let (file, _) = StateFile::open(&dir.join("s.chain")).unwrap();
+        let ring = Arc::new(KeyRing::new(EpochKey::generate(), &dir.join("k.key")));
+        Arc::new(StreamChain::new(
+            "s",
+            ChainState::new("n/s".into()),
+            file,
+            ring,
+            seal_events,
+            pending,
+        ))
+    }
+
+    /// Checks that `events` form an unbroken chain from seq 1 and returns them as (seq, is_seal).
+    fn check_chain(events: &[Event]) -> Vec<(u64, bool)> {
+        let mut prev = GENESIS;
+        let mut scratch = Vec::new();
+        let mut out = Vec::new();
+        for (n, e) in events.iter().enumerate() {
+            let f = read_field(e.raw()).unwrap();
+            assert_eq!(f.seq, n as u64 + 1);
+            assert_eq!(f.prev, prev, "seq {} links to its predecessor", f.seq);
+            let d = content_digest(e.raw(), &mut scratch).unwrap();
+            assert_eq!(f.hash, link(&f.stream, f.seq, &f.prev, &d), "seq {}", f.seq);
+            prev = f.hash;
+            out.push((f.seq, e.kind() == "auditrail.seal"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn batches_are_chained_sealed_and_the_state_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = chain(dir.path(), 5, Vec::new());
+        let (tx, mut rx) = memory_buffer(
+            "a",
+            &MemoryBufferConfig {
+                max_events: 10_000,
+                when_full: WhenFull::Block,
+            },
+        );
+        let (f, sealer) = Fanout::chained(vec![tx], c.clone());
+        f.send((0..3).map(ev).collect()).await;
+        f.send((3..1203).map(ev).collect()).await; // large enough to digest on all cores
+        sealer.seal(Duration::from_secs(1)).await.unwrap();
+        drop((f, sealer));
+        assert!(c.is_closed());
+        let mut out = Vec::new();
+        while rx.recv_many(&mut out, 10_000).await > 0 {}
+        let seqs = check_chain(&out);
+        // 3 events; 1200 events, then a seal (due after the batch); the timer's seal (idle, empty range).
+        assert_eq!(seqs.len(), 1205);
+        let seals: Vec<u64> = seqs.iter().filter(|s| s.1).map(|s| s.0).collect();
+        assert_eq!(seals, vec![1204, 1205]);
+        let first = Seal::from_event(out[1203].raw()).unwrap().unwrap();
+        assert_eq!((first.from, first.to), (1, 1203));
+        assert!(first.signature_ok());
+        assert_eq!(first.last_hash, read_field(out[1202].raw()).unwrap().hash);
+        let idle = Seal::from_event(out[1204].raw()).unwrap().unwrap();
+        assert_eq!((idle.from, idle.to), (1205, 1204));
+        // The original bytes are kept, the field is appended last.
+        assert!(out[0].raw().starts_with(br#"{"event":"x","uid":"0","time":"2017-02-03T06:54:05Z","cmd":"a \u003c b","auditrail.integrity":{"#));
+        let (_, loaded) = StateFile::open(&dir.path().join("s.chain")).unwrap();
+        match loaded {
+            crate::integrity::state::Loaded::Found(s) => {
+                assert_eq!(s.seq, 1205);
+                assert_eq!(s.seals, vec![1204, 1205]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_is_not_sent_gives_its_numbers_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let reset = Event::internal("auditrail.integrity_reset", "AR0004W", &[]);
+        let c = chain(dir.path(), 1000, vec![reset]);
+        let (tx, mut rx) = memory_buffer(
+            "a",
+            &MemoryBufferConfig {
+                max_events: 4,
+                when_full: WhenFull::Block,
+            },
+        );
+        let (f, _sealer) = Fanout::chained(vec![tx], c.clone());
+        f.send(vec![ev(1)]).await; // the pending announcement goes first: 2 events
+        let back = f.try_send(vec![ev(2), ev(3), ev(4)]).unwrap_err();
+        assert_eq!(back.len(), 3, "the announcement went out already");
+        assert!(back
+            .iter()
+            .all(|e| !e.raw().windows(9).any(|w| w == b"integrity")));
+        assert!(f
+            .send_timeout(back, Duration::from_millis(20))
+            .await
+            .is_err());
+        assert_eq!(
+            c.lock().await.state().seq,
+            2,
+            "nothing numbered stays taken"
+        );
+        let mut out = Vec::new();
+        rx.recv_many(&mut out, 10).await;
+        f.send(vec![ev(5), ev(6)]).await;
+        rx.recv_many(&mut out, 10).await;
+        let seqs = check_chain(&out);
+        assert_eq!(seqs.len(), 4);
+        assert_eq!(out[0].kind(), "auditrail.integrity_reset");
+    }
+}
