@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod integrity;
 pub mod pipeline;
 pub mod sources;
 pub mod systemd;

@@ -44,6 +44,8 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     /// Sinks by name.
     pub sinks: BTreeMap<String, SinkEntry>,
+    /// The integrity chain, if configured.
+    pub integrity: Option<crate::integrity::IntegrityConfig>,
 }
 
 /// `[api]`: where `/metrics` and `/health` are served.
@@ -85,6 +87,8 @@ struct ConfigFile {
     sources: BTreeMap<String, Spanned<SourceConfig>>,
     #[serde(default)]
     sinks: BTreeMap<String, Spanned<SinkTable>>,
+    #[serde(default)]
+    integrity: Option<Spanned<crate::integrity::IntegrityConfig>>,
 }
 
 /// The keys every sink has; `type` and the rest go to [`SinkConfig`].
@@ -391,7 +395,19 @@ impl Checker<'_> {
                 },
             );
         }
+        let integrity = match file.integrity {
+            None => None,
+            Some(i) => {
+                let span = i.span();
+                let i = i.into_inner();
+                i.validate().map_err(|(field, message)| {
+                    self.err(span, format!("[integrity] `{field}`: {message}"))
+                })?;
+                Some(i)
+            }
+        };
         Ok(Config {
+            integrity,
             data_dir: file.data_dir,
             shutdown_timeout: file.shutdown_timeout.0,
             api: file.api,

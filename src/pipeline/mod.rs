@@ -52,6 +52,9 @@ pub enum PipelineError {
         #[source]
         source: std::io::Error,
     },
+    /// The integrity chain could not start.
+    #[error(transparent)]
+    Integrity(#[from] crate::integrity::IntegrityError),
     /// A sink failed for good while running.
     #[error("sink `{sink}` failed: {message}")]
     SinkFailed {
@@ -69,6 +72,7 @@ pub struct Running {
     sinks: JoinSet<(String, Result<(), String>)>,
     shutdown_timeout: Duration,
     api: Option<tokio::task::JoinHandle<()>>,
+    sealer: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts everything `config` describes.
@@ -107,6 +111,20 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
             (name, r)
         });
     }
+    let chains = match &config.integrity {
+        Some(ic) => {
+            let tails = crate::integrity::scan_buffers(&config)?;
+            let names: Vec<String> = config.sources.keys().cloned().collect();
+            Some(crate::integrity::Chains::open(
+                ic,
+                &config.data_dir,
+                &names,
+                &tails,
+            )?)
+        }
+        None => None,
+    };
+    let mut sealers = Vec::new();
     let mut source_tasks = JoinSet::new();
     for (name, source) in &config.sources {
         let outputs = config
@@ -115,17 +133,27 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
             .filter(|(_, s)| s.inputs.iter().any(|i| i == name))
             .map(|(sink, _)| senders[sink].clone())
             .collect();
+        let fanout = match chains.as_ref().and_then(|c| c.chain(name)) {
+            Some(chain) => {
+                let (fanout, sealer) = Fanout::chained(outputs, chain);
+                sealers.push(sealer);
+                fanout
+            }
+            None => Fanout::new(outputs),
+        };
         let task = sources::build(
             name,
             source,
             config.data_dir.clone(),
-            Fanout::new(outputs),
+            fanout,
             shutdown.clone(),
         )
         .await?;
         source_tasks.spawn(task);
     }
     drop(senders);
+    // The sealer holds its own fan-outs: buffers close once it has given each stream its last seal.
+    let sealer = chains.map(|c| tokio::spawn(c.run_sealer(sealers, shutdown.clone())));
     let api = match &config.api {
         Some(api) => Some(
             crate::api::serve(api.address, trigger.subscribe())
@@ -143,6 +171,7 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
         sinks,
         shutdown_timeout: config.shutdown_timeout,
         api,
+        sealer,
     })
 }
 
@@ -198,6 +227,9 @@ impl Running {
         }
         if let Some(api) = self.api {
             api.abort();
+        }
+        if let Some(sealer) = self.sealer {
+            sealer.abort();
         }
         match failure {
             Some(f) => Err(f),
