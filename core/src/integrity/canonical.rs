@@ -226,7 +226,11 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some(b'"') => self.skip_string(),
             Some(b'{') | Some(b'[') => {
-                let close = if self.peek() == Some(b'{') { b'}' } else { b']' };
+                let close = if self.peek() == Some(b'{') {
+                    b'}'
+                } else {
+                    b']'
+                };
                 let is_object = close == b'}';
                 self.i += 1;
                 self.ws();
@@ -299,7 +303,8 @@ impl<'a> Parser<'a> {
         if let Some(n) = memchr::memchr2(b'"', b'\\', rest) {
             if rest[n] == b'"' {
                 let body = &rest[..n];
-                let text = std::str::from_utf8(body).map_err(|_| self.err("string is not UTF-8"))?;
+                let text =
+                    std::str::from_utf8(body).map_err(|_| self.err("string is not UTF-8"))?;
                 self.i = start + n + 1;
                 return Ok(Cow::Borrowed(text));
             }
@@ -544,11 +549,25 @@ mod tests {
     #[test]
     fn hostile_input_is_an_error_not_a_panic() {
         for bad in [
-            "", "[1]", "{", "{\"a\"", "{\"a\":}", "{\"a\":1,}", "{\"a\":\"\\x\"}", "{\"a\":\"\\u12\"}",
-            "{\"a\":tru}", "{\"a\":-}", "{\"a\":1.}", "{\"a\":1e}", "{} x",
+            "",
+            "[1]",
+            "{",
+            "{\"a\"",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":\"\\u12\"}",
+            "{\"a\":tru}",
+            "{\"a\":-}",
+            "{\"a\":1.}",
+            "{\"a\":1e}",
+            "{} x",
         ] {
             let mut out = Vec::new();
-            assert!(canonicalize_object(bad.as_bytes(), None, &mut out).is_err(), "{bad:?}");
+            assert!(
+                canonicalize_object(bad.as_bytes(), None, &mut out).is_err(),
+                "{bad:?}"
+            );
         }
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
         assert!(canonicalize_object(deep.as_bytes(), None, &mut Vec::new()).is_err());

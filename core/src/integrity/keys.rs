@@ -233,7 +233,8 @@ impl EpochKey {
             )));
         }
         let secret = parse_secret(&s.secret).ok_or_else(|| invalid("bad `secret`".into()))?;
-        let next = parse_secret(&s.next_secret).ok_or_else(|| invalid("bad `next_secret`".into()))?;
+        let next =
+            parse_secret(&s.next_secret).ok_or_else(|| invalid("bad `next_secret`".into()))?;
         let root = parse_public(&s.root).ok_or_else(|| invalid("bad `root`".into()))?;
         let cert = match &s.cert {
             None => None,
@@ -390,21 +391,49 @@ mod tests {
     #[test]
     fn keygen_store_load_evolve() {
         let dir = tempfile::tempdir().unwrap();
-        let (sk, pk) = (dir.path().join("auditrail.key"), dir.path().join("auditrail.pub"));
+        let (sk, pk) = (
+            dir.path().join("auditrail.key"),
+            dir.path().join("auditrail.pub"),
+        );
         let k0 = keygen(&sk, &pk).unwrap();
-        assert_eq!(fs::metadata(&sk).unwrap().permissions().mode() & 0o777, 0o600);
-        assert!(keygen(&sk, &pk).is_err(), "an existing key is never replaced");
+        assert_eq!(
+            fs::metadata(&sk).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            keygen(&sk, &pk).is_err(),
+            "an existing key is never replaced"
+        );
         assert_eq!(load_public(&pk).unwrap(), k0.public());
         let k1 = EpochKey::load(&sk).unwrap().evolve();
         assert_eq!(k1.public(), k0.next_public());
-        assert!(check_cert(&k0.public(), 1, &k1.public(), &k1.epoch_start, &k1.cert.unwrap()));
-        assert!(!check_cert(&k0.public(), 2, &k1.public(), &k1.epoch_start, &k1.cert.unwrap()));
+        assert!(check_cert(
+            &k0.public(),
+            1,
+            &k1.public(),
+            &k1.epoch_start,
+            &k1.cert.unwrap()
+        ));
+        assert!(!check_cert(
+            &k0.public(),
+            2,
+            &k1.public(),
+            &k1.epoch_start,
+            &k1.cert.unwrap()
+        ));
         k1.store(&sk).unwrap();
         let text = fs::read_to_string(&sk).unwrap();
-        assert!(!text.contains(&hex::encode(k0.secret.to_bytes())), "epoch 0's secret is gone");
+        assert!(
+            !text.contains(&hex::encode(k0.secret.to_bytes())),
+            "epoch 0's secret is gone"
+        );
         let back = EpochKey::load(&sk).unwrap();
         assert_eq!((back.epoch, back.public()), (1, k1.public()));
-        assert_eq!(load_public(&sk).unwrap(), k0.public(), "root survives evolution");
+        assert_eq!(
+            load_public(&sk).unwrap(),
+            k0.public(),
+            "root survives evolution"
+        );
     }
 
     #[test]
@@ -414,7 +443,10 @@ mod tests {
         keygen(&sk, &pk).unwrap();
         fs::set_permissions(&sk, fs::Permissions::from_mode(0o640)).unwrap();
         let e = EpochKey::load(&sk).unwrap_err();
-        assert!(matches!(e, KeyError::LoosePermissions { mode: 0o640, .. }), "{e}");
+        assert!(
+            matches!(e, KeyError::LoosePermissions { mode: 0o640, .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("chmod 600"), "{e}");
         fs::set_permissions(&pk, fs::Permissions::from_mode(0o600)).unwrap();
         let e = EpochKey::load(&pk).unwrap_err();

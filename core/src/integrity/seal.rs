@@ -164,7 +164,8 @@ impl Seal {
         }
         let w = o.seal.ok_or("a seal event without a `seal` object")?;
         let mut last_hash = [0u8; 32];
-        hex::decode_to_slice(&w.last_hash, &mut last_hash).map_err(|e| format!("last_hash: {e}"))?;
+        hex::decode_to_slice(&w.last_hash, &mut last_hash)
+            .map_err(|e| format!("last_hash: {e}"))?;
         Ok(Some(Seal {
             stream: w.stream,
             from: w.from,
