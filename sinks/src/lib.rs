@@ -8,6 +8,7 @@ use serde::Deserialize;
 pub mod blackhole;
 pub mod console;
 pub mod file;
+pub mod template;
 
 /// The type-specific part of a `[sinks.NAME]` table, chosen by its `type` key.
 #[derive(Clone, Debug, Deserialize)]
