@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 pub mod blackhole;
 pub mod console;
+pub mod elasticsearch;
 pub mod file;
 pub mod template;
 
@@ -20,10 +21,12 @@ pub enum SinkConfig {
     Console(console::ConsoleSinkConfig),
     /// Counts and discards, for benchmarks.
     Blackhole(blackhole::BlackholeSinkConfig),
+    /// Elasticsearch or OpenSearch through the `_bulk` API.
+    Elasticsearch(Box<elasticsearch::ElasticsearchSinkConfig>),
 }
 
 /// The `type` names, for error messages.
-pub const SINK_TYPES: &[&str] = &["file", "console", "blackhole"];
+pub const SINK_TYPES: &[&str] = &["file", "console", "blackhole", "elasticsearch"];
 
 /// A config problem found after parsing (e.g. a path template that does not parse).
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,7 @@ impl SinkConfig {
             SinkConfig::File(_) => "file",
             SinkConfig::Console(_) => "console",
             SinkConfig::Blackhole(_) => "blackhole",
+            SinkConfig::Elasticsearch(_) => "elasticsearch",
         }
     }
 
@@ -49,6 +53,7 @@ impl SinkConfig {
     pub fn validate(&self) -> Result<(), SinkConfigError> {
         match self {
             SinkConfig::File(c) => c.validate(),
+            SinkConfig::Elasticsearch(c) => c.validate(),
             SinkConfig::Console(_) | SinkConfig::Blackhole(_) => Ok(()),
         }
     }
@@ -59,6 +64,9 @@ impl SinkConfig {
             SinkConfig::File(c) => Box::new(file::FileSink::new(c.clone())?),
             SinkConfig::Console(c) => Box::new(console::ConsoleSink::new(c.clone())),
             SinkConfig::Blackhole(c) => Box::new(blackhole::BlackholeSink::new(c.clone())),
+            SinkConfig::Elasticsearch(c) => {
+                Box::new(elasticsearch::ElasticsearchSink::new((**c).clone())?)
+            }
         })
     }
 }

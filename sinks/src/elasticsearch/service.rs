@@ -1,0 +1,467 @@
+//! The HTTP side: one keep-alive connection pool to the cluster (reqwest with rustls), credentials on every
+//! request, and a verdict on each whole response before its items are looked at.
+//!
+//! | whole response | verdict |
+//! | --- | --- |
+//! | 2xx | [`BulkReply::Ok`]: the body is a bulk response, classified item by item |
+//! | connection refused/reset, timeout, 408, 429, 5xx | [`BulkReply::Transient`]: the whole batch again after a backoff (`Retry-After` honoured) |
+//! | 401, 403 | [`BulkReply::Auth`]: the batch is held and retried with backoff while the credentials are wrong |
+//! | 400, 413 | [`BulkReply::Refused`]: the body itself is refused; the batch is split to find the document |
+//! | anything else (404, 405…) | [`BulkReply::Unexpected`]: held and retried with backoff, logged as an error |
+//!
+//! Secrets are only ever put in the `Authorization` header, marked sensitive; URLs carry none (the config
+//! refuses credentials in the endpoint), so an error message that names the URL never shows one.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{
+    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
+};
+use reqwest::{StatusCode, Url};
+
+use super::config::{AuthConfig, Compression, ElasticsearchSinkConfig};
+use super::response::FILTER_PATH;
+use crate::SinkConfigError;
+
+/// Longest part of an error body kept in a log line or dead-letter record.
+const MAX_ERROR_BODY: usize = 2048;
+
+/// The verdict on one bulk request.
+#[derive(Debug)]
+pub enum BulkReply {
+    /// 2xx: the bulk response body.
+    Ok(Bytes),
+    /// Send the same batch again later.
+    Transient {
+        /// What happened, for the log.
+        why: String,
+        /// The server's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// 401/403: the credentials are wrong or lack privileges.
+    Auth {
+        /// Status and the server's message.
+        why: String,
+    },
+    /// 400/413: the server refused the body as a whole.
+    Refused {
+        /// The status.
+        status: u16,
+        /// The server's message.
+        why: String,
+    },
+    /// Any other status: probably a wrong endpoint; held and retried.
+    Unexpected {
+        /// Status and the server's message.
+        why: String,
+    },
+}
+
+/// The verdict on a request other than a bulk (templates).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Transport failure or 5xx/429: worth trying again.
+    #[error("{0}")]
+    Transient(String),
+    /// Any other non-2xx status.
+    #[error("{status}: {body}")]
+    Status {
+        /// The status.
+        status: u16,
+        /// The response body (cut).
+        body: String,
+    },
+}
+
+/// How requests are authenticated. The values are only read to build the header.
+#[derive(Clone)]
+enum Auth {
+    None,
+    Basic { user: String, password: String },
+    Header(HeaderValue),
+}
+
+/// One cluster connection, cloned into every request task.
+#[derive(Clone)]
+pub struct Service {
+    client: reqwest::Client,
+    base: Url,
+    bulk: Url,
+    auth: Auth,
+    gzip: bool,
+}
+
+fn cfg_err(field: &'static str, message: impl Into<String>) -> SinkConfigError {
+    SinkConfigError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// `error` and every error it was caused by, joined: reqwest's own message alone omits the cause
+/// ("error sending request" without "connection refused").
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut s = error.to_string();
+    let mut cur = error.source();
+    while let Some(e) = cur {
+        let m = e.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = e.source();
+    }
+    s
+}
+
+fn cut(text: &str) -> String {
+    if text.len() <= MAX_ERROR_BODY {
+        return text.trim().to_string();
+    }
+    let mut end = MAX_ERROR_BODY;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", text[..end].trim())
+}
+
+fn retry_after(h: Option<&HeaderValue>) -> Option<Duration> {
+    let secs: u64 = h?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+impl Service {
+    /// The client for `config` (validated). Reads the CA file.
+    pub fn new(config: &ElasticsearchSinkConfig) -> Result<Service, SinkConfigError> {
+        let base = config.endpoint_url()?;
+        let mut base_dir = base.clone();
+        if !base_dir.path().ends_with('/') {
+            let p = format!("{}/", base_dir.path());
+            base_dir.set_path(&p);
+        }
+        let mut bulk = base_dir
+            .join("_bulk")
+            .map_err(|e| cfg_err("endpoint", e.to_string()))?;
+        bulk.query_pairs_mut()
+            .append_pair("filter_path", FILTER_PATH);
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.request_timeout.0)
+            .connect_timeout(config.request_timeout.0.min(Duration::from_secs(10)))
+            .pool_idle_timeout(config.keepalive_idle_timeout.0)
+            .pool_max_idle_per_host(config.concurrency)
+            .tcp_keepalive(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("auditrail/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &config.tls.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| {
+                cfg_err(
+                    "tls",
+                    format!("cannot read ca_file `{}`: {e}", ca.display()),
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                cfg_err(
+                    "tls",
+                    format!("ca_file `{}` is not PEM certificates: {e}", ca.display()),
+                )
+            })?;
+            if certs.is_empty() {
+                return Err(cfg_err(
+                    "tls",
+                    format!("ca_file `{}` holds no certificate", ca.display()),
+                ));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        if !config.tls.verify_certificate {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let client = builder.build().map_err(|e| {
+            cfg_err(
+                "tls",
+                format!("cannot set up the HTTP client: {}", error_chain(&e)),
+            )
+        })?;
+        let auth = match &config.auth {
+            None => Auth::None,
+            Some(AuthConfig::Basic { user, password }) => Auth::Basic {
+                user: user.clone(),
+                password: password.expose().to_string(),
+            },
+            Some(AuthConfig::ApiKey { api_key }) => {
+                Auth::Header(sensitive(&format!("ApiKey {}", api_key.expose()))?)
+            }
+            Some(AuthConfig::Bearer { token }) => {
+                Auth::Header(sensitive(&format!("Bearer {}", token.expose()))?)
+            }
+        };
+        Ok(Service {
+            client,
+            base: base_dir,
+            bulk,
+            auth,
+            gzip: config.compression == Compression::Gzip,
+        })
+    }
+
+    /// The cluster's base URL (never holds credentials).
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Auth::None => req,
+            Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
+            Auth::Header(h) => req.header(AUTHORIZATION, h.clone()),
+        }
+    }
+
+    /// Sends one bulk body (already compressed when gzip is on) and judges the whole response.
+    pub async fn bulk(&self, body: Vec<u8>) -> BulkReply {
+        let mut req = self
+            .authed(self.client.post(self.bulk.clone()))
+            .header(CONTENT_TYPE, "application/x-ndjson")
+            .header(ACCEPT, "application/json")
+            .body(body);
+        if self.gzip {
+            req = req.header(CONTENT_ENCODING, "gzip");
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return BulkReply::Transient {
+                    why: error_chain(&e),
+                    retry_after: None,
+                }
+            }
+        };
+        let status = resp.status();
+        let after = retry_after(resp.headers().get(RETRY_AFTER));
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return BulkReply::Transient {
+                    why: format!("reading the response: {}", error_chain(&e)),
+                    retry_after: None,
+                }
+            }
+        };
+        if status.is_success() {
+            return BulkReply::Ok(body);
+        }
+        let why = format!("{status}: {}", cut(&String::from_utf8_lossy(&body)));
+        match status {
+            StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => BulkReply::Transient {
+                why,
+                retry_after: after,
+            },
+            s if s.is_server_error() => BulkReply::Transient {
+                why,
+                retry_after: after,
+            },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => BulkReply::Auth { why },
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => BulkReply::Refused {
+                status: status.as_u16(),
+                why,
+            },
+            _ => BulkReply::Unexpected { why },
+        }
+    }
+
+    /// `GET path` (relative to the endpoint): `Ok(None)` on 404.
+    pub async fn get_json(&self, path: &str) -> Result<Option<serde_json::Value>, RequestError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| RequestError::Transient(e.to_string()))?;
+        let resp = self
+            .authed(self.client.get(url))
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| RequestError::Transient(error_chain(&e)))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| RequestError::Transient(error_chain(&e)))?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        check(status, &body)?;
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| RequestError::Status {
+                status: status.as_u16(),
+                body: format!("not JSON: {e}"),
+            })
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put_json(&self, path: &str, body: &serde_json::Value) -> Result<(), RequestError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| RequestError::Transient(e.to_string()))?;
+        let resp = self
+            .authed(self.client.put(url))
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json")
+            .body(serde_json::to_vec(body).expect("a JSON value always serializes"))
+            .send()
+            .await
+            .map_err(|e| RequestError::Transient(error_chain(&e)))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| RequestError::Transient(error_chain(&e)))?;
+        check(status, &body)
+    }
+}
+
+fn check(status: StatusCode, body: &[u8]) -> Result<(), RequestError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = cut(&String::from_utf8_lossy(body));
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        Err(RequestError::Transient(format!("{status}: {text}")))
+    } else {
+        Err(RequestError::Status {
+            status: status.as_u16(),
+            body: text,
+        })
+    }
+}
+
+fn sensitive(value: &str) -> Result<HeaderValue, SinkConfigError> {
+    let mut h = HeaderValue::from_str(value).map_err(|_| {
+        cfg_err(
+            "auth",
+            "the credential holds characters that cannot go in an HTTP header",
+        )
+    })?;
+    h.set_sensitive(true);
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// Accepts one connection on loopback, answers `response`, and returns the request head it read.
+    fn one_shot(response: &'static str) -> (u16, std::thread::JoinHandle<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; 65536];
+            let mut got = Vec::new();
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+                if n == 0 || got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            s.write_all(response.as_bytes()).unwrap();
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        (port, h)
+    }
+
+    fn config(port: u16, auth: &str) -> ElasticsearchSinkConfig {
+        let c: ElasticsearchSinkConfig = toml::from_str(&format!(
+            "endpoint = \"http://127.0.0.1:{port}/es\"\ncompression = \"none\"\n{auth}"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        c
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 16\r\nconnection: close\r\n\r\n{\"errors\":false}";
+
+    #[tokio::test]
+    async fn sends_each_kind_of_credentials() {
+        for (auth, header) in [
+            (
+                r#"auth = { strategy = "basic", user = "elastic", password = "changeme" }"#,
+                "authorization: Basic ZWxhc3RpYzpjaGFuZ2VtZQ==",
+            ),
+            (
+                r#"auth = { strategy = "api_key", api_key = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==" }"#,
+                "authorization: ApiKey VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==",
+            ),
+            (
+                r#"auth = { strategy = "bearer", token = "t0ken" }"#,
+                "authorization: Bearer t0ken",
+            ),
+        ] {
+            let (port, h) = one_shot(OK);
+            let s = Service::new(&config(port, auth)).unwrap();
+            let r = s.bulk(b"{}\n".to_vec()).await;
+            assert!(matches!(r, BulkReply::Ok(_)), "{r:?}");
+            let head = h.join().unwrap().to_ascii_lowercase();
+            assert!(head.contains(&header.to_ascii_lowercase()), "{head}");
+            assert!(head.starts_with("post /es/_bulk?filter_path="), "{head}");
+            assert!(head.contains("content-type: application/x-ndjson"), "{head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn whole_response_verdicts() {
+        for (resp, want) in [
+            ("HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", "transient 3s"),
+            ("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", "transient"),
+            ("HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", "auth"),
+            ("HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", "refused"),
+            ("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", "unexpected"),
+        ] {
+            let (port, h) = one_shot(resp);
+            let s = Service::new(&config(port, "")).unwrap();
+            let got = match s.bulk(b"{}\n".to_vec()).await {
+                BulkReply::Transient { retry_after: Some(d), .. } => format!("transient {}s", d.as_secs()),
+                BulkReply::Transient { .. } => "transient".into(),
+                BulkReply::Auth { .. } => "auth".into(),
+                BulkReply::Refused { .. } => "refused".into(),
+                BulkReply::Unexpected { .. } => "unexpected".into(),
+                BulkReply::Ok(_) => "ok".into(),
+            };
+            assert_eq!(got, want);
+            h.join().unwrap();
+        }
+        // Nobody listening: a transient error that names the cause.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s = Service::new(&config(port, "")).unwrap();
+        match s.bulk(b"{}\n".to_vec()).await {
+            BulkReply::Transient { why, .. } => {
+                assert!(why.to_lowercase().contains("connect"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_ca_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(9, "");
+        c.tls.ca_file = Some(dir.path().join("missing.pem"));
+        let e = Service::new(&c).err().unwrap();
+        assert!(e.message.contains("cannot read ca_file"), "{}", e.message);
+        std::fs::write(dir.path().join("x.pem"), "not a cert").unwrap();
+        c.tls.ca_file = Some(dir.path().join("x.pem"));
+        let e = Service::new(&c).err().unwrap();
+        assert!(e.message.contains("x.pem"), "{}", e.message);
+    }
+}
