@@ -12,6 +12,7 @@ pub mod ring;
 pub mod seal;
 pub mod state;
 pub mod stream;
+pub mod verify;
 
 /// The member every chained event carries, appended last.
 pub const FIELD: &str = "auditrail.integrity";

@@ -1,0 +1,410 @@
+//! What one stored line says: its chain field, whether its hash checks out, and its seal if it is one.
+//!
+//! This is the per-line work of verification (the expensive part: a scan of the object's members, the RFC 8785
+//! digest and two SHA-256), written as a pure function of the line so that the [`super::Verifier`] can run it
+//! on every core. Nothing here keeps the text: the result borrows the stream name at most.
+//!
+//! The chain field is found by walking the object's top-level members, not by position, so a store that
+//! reorders members (Elasticsearch synthetic `_source`) still verifies; exactly one top-level
+//! `"auditrail.integrity"` member is accepted, since the digest leaves out every member of that name and a
+//! second one would be content nothing protects.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::integrity::chain::{content_digest, link, Hash};
+use crate::integrity::seal::{Seal, SEAL_EVENT};
+use crate::integrity::FIELD;
+
+/// What one line turned out to be.
+#[derive(Debug)]
+pub(crate) enum Examined<'a> {
+    /// Empty or whitespace only: skipped, not counted.
+    Blank,
+    /// Not a JSON object, or its chain field is malformed.
+    Unreadable(String),
+    /// A JSON object without a chain field.
+    Unchained,
+    /// A chained event.
+    Chained(Chained<'a>),
+}
+
+/// A chained event, reduced to what the checks need.
+#[derive(Debug)]
+pub(crate) struct Chained<'a> {
+    pub stream: Cow<'a, str>,
+    pub seq: u64,
+    pub prev: Hash,
+    pub hash: Hash,
+    /// Whether `hash` is what the chain field and the content give (`link(stream, seq, prev, digest)`).
+    pub valid: bool,
+    /// Why the content has no digest, when it has none (then `valid` is false).
+    pub body_error: Option<String>,
+    /// `Some` when the event is a seal event: its seal, or why it cannot be read.
+    pub seal: Option<Box<Result<Seal, String>>>,
+}
+
+/// Examines one line (without its line terminator). `scratch` is reused between calls.
+pub(crate) fn examine<'a>(line: &'a [u8], scratch: &mut Vec<u8>) -> Examined<'a> {
+    let text = trim(line);
+    if text.is_empty() {
+        return Examined::Blank;
+    }
+    let top = match scan_top(text) {
+        Ok(t) => t,
+        Err(e) => return Examined::Unreadable(format!("not a JSON object: {e}")),
+    };
+    let Some((start, end)) = top.chain else {
+        // No chain field: still it must be a JSON object to be an event at all.
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Examined::Unchained,
+            Err(e) => Examined::Unreadable(format!("not a JSON object: {e}")),
+        };
+    };
+    if top.chain_members > 1 {
+        return Examined::Unreadable(format!(
+            "{} top-level \"{FIELD}\" members (exactly one is expected)",
+            top.chain_members
+        ));
+    }
+    let field = match parse_field(&text[start..end]) {
+        Ok(f) => f,
+        Err(e) => return Examined::Unreadable(format!("malformed \"{FIELD}\" field: {e}")),
+    };
+    let (valid, body_error) = match content_digest(text, scratch) {
+        Ok(digest) => (
+            link(&field.stream, field.seq, &field.prev, &digest) == field.hash,
+            None,
+        ),
+        Err(e) => (false, Some(e.to_string())),
+    };
+    let seal = if top.is_seal {
+        match Seal::from_event(text) {
+            Ok(Some(s)) => Some(Box::new(Ok(s))),
+            Ok(None) => None,
+            Err(e) => Some(Box::new(Err(e))),
+        }
+    } else {
+        None
+    };
+    Examined::Chained(Chained {
+        stream: field.stream,
+        seq: field.seq,
+        prev: field.prev,
+        hash: field.hash,
+        valid,
+        body_error,
+        seal,
+    })
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t' | b'\r' | b'\n', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t' | b'\r' | b'\n'] = s {
+        s = rest;
+    }
+    s
+}
+
+struct Field<'a> {
+    stream: Cow<'a, str>,
+    seq: u64,
+    prev: Hash,
+    hash: Hash,
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    stream: Cow<'a, str>,
+    seq: u64,
+    #[serde(borrow)]
+    prev: Cow<'a, str>,
+    #[serde(borrow)]
+    hash: Cow<'a, str>,
+}
+
+fn parse_field(value: &[u8]) -> Result<Field<'_>, String> {
+    let w: Wire<'_> = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+    if w.seq == 0 {
+        return Err("seq starts at 1".into());
+    }
+    let hex32 = |s: &str, what: &str| -> Result<Hash, String> {
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(s, &mut h).map_err(|e| format!("{what}: {e}"))?;
+        Ok(h)
+    };
+    Ok(Field {
+        prev: hex32(&w.prev, "prev")?,
+        hash: hex32(&w.hash, "hash")?,
+        stream: w.stream,
+        seq: w.seq,
+    })
+}
+
+/// What the walk over the top-level members found.
+#[derive(Debug, Default)]
+struct Top {
+    /// The span of the (last) chain member's value.
+    chain: Option<(usize, usize)>,
+    chain_members: u32,
+    /// `event` is `"auditrail.seal"`.
+    is_seal: bool,
+}
+
+/// Walks the members of the object `s` without decoding values. It accepts every valid JSON object (and
+/// some invalid ones, which the digest then refuses); it never panics and never recurses.
+fn scan_top(s: &[u8]) -> Result<Top, &'static str> {
+    let mut top = Top::default();
+    let mut i = ws(s, 0);
+    if s.get(i) != Some(&b'{') {
+        return Err("does not start with '{'");
+    }
+    i = ws(s, i + 1);
+    if s.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            i = ws(s, i);
+            if s.get(i) != Some(&b'"') {
+                return Err("expected a member name");
+            }
+            let name_start = i;
+            i = skip_string(s, i)?;
+            let name = &s[name_start..i];
+            i = ws(s, i);
+            if s.get(i) != Some(&b':') {
+                return Err("expected ':' after a member name");
+            }
+            i = ws(s, i + 1);
+            let value_start = i;
+            i = skip_value(s, i)?;
+            if name_is(name, FIELD) {
+                top.chain = Some((value_start, i));
+                top.chain_members += 1;
+            } else if name_is(name, "event") {
+                top.is_seal = string_is(&s[value_start..i], SEAL_EVENT);
+            }
+            i = ws(s, i);
+            match s.get(i) {
+                Some(b',') => i += 1,
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return Err("expected ',' or '}' after a member"),
+            }
+        }
+    }
+    if ws(s, i) != s.len() {
+        return Err("trailing characters after the object");
+    }
+    Ok(top)
+}
+
+/// Whether the JSON string token `quoted` (with its quotes) decodes to `want`.
+fn name_is(quoted: &[u8], want: &str) -> bool {
+    string_is(quoted, want)
+}
+
+fn string_is(quoted: &[u8], want: &str) -> bool {
+    let Some(body) = quoted
+        .strip_prefix(b"\"")
+        .and_then(|q| q.strip_suffix(b"\""))
+    else {
+        return false;
+    };
+    if !body.contains(&b'\\') {
+        return body == want.as_bytes();
+    }
+    serde_json::from_slice::<String>(quoted).is_ok_and(|d| d == want)
+}
+
+fn ws(s: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\r' | b'\n') = s.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// `s[i]` is an opening quote; returns the index after the closing one.
+fn skip_string(s: &[u8], mut i: usize) -> Result<usize, &'static str> {
+    i += 1;
+    loop {
+        match memchr::memchr2(b'"', b'\\', &s[i.min(s.len())..]) {
+            None => return Err("unterminated string"),
+            Some(n) => {
+                i += n;
+                if s[i] == b'"' {
+                    return Ok(i + 1);
+                }
+                i += 2;
+            }
+        }
+    }
+}
+
+/// Skips the value at `s[i]`; returns the index after it.
+fn skip_value(s: &[u8], mut i: usize) -> Result<usize, &'static str> {
+    match s.get(i) {
+        None => Err("expected a value"),
+        Some(b'"') => skip_string(s, i),
+        Some(b'{' | b'[') => {
+            // Brackets are only counted, not matched by kind: the digest's parser checks the structure.
+            let mut depth = 0usize;
+            while let Some(&b) = s.get(i) {
+                match b {
+                    b'"' => {
+                        i = skip_string(s, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Ok(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            Err("unterminated object or array")
+        }
+        Some(_) => {
+            let start = i;
+            while let Some(&b) = s.get(i) {
+                if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n') {
+                    break;
+                }
+                i += 1;
+            }
+            if i == start {
+                Err("expected a value")
+            } else {
+                Ok(i)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrity::chain::{append_member, Integrity, GENESIS};
+
+    fn chained(body: &str, stream: &str, seq: u64, prev: Hash) -> Vec<u8> {
+        let d = content_digest(body.as_bytes(), &mut Vec::new()).unwrap();
+        let f = Integrity {
+            stream: stream.into(),
+            seq,
+            prev,
+            hash: link(stream, seq, &prev, &d),
+        };
+        let mut m = Vec::new();
+        f.write_member(&mut m);
+        append_member(body.as_bytes(), &m)
+    }
+
+    fn ex(line: &[u8]) -> Examined<'_> {
+        examine(line, &mut Vec::new())
+    }
+
+    #[test]
+    fn a_chained_line_checks_out_wherever_its_field_is() {
+        let line = chained(
+            r#"{"event":"x","uid":"1","a":[1,{"b":"}"}]}"#,
+            "n/s",
+            1,
+            GENESIS,
+        );
+        let Examined::Chained(c) = ex(&line) else {
+            panic!()
+        };
+        assert!(c.valid && c.seal.is_none() && c.body_error.is_none());
+        assert_eq!((c.stream.as_ref(), c.seq), ("n/s", 1));
+        // The same values with members reordered and re-encoded, as a store may give them back.
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let mut moved = serde_json::Map::new();
+        moved.insert(FIELD.into(), v[FIELD].clone());
+        for (k, x) in v.as_object().unwrap() {
+            if k != FIELD {
+                moved.insert(k.clone(), x.clone());
+            }
+        }
+        let text = serde_json::to_vec_pretty(&serde_json::Value::Object(moved)).unwrap();
+        let Examined::Chained(c) = ex(&text) else {
+            panic!()
+        };
+        assert!(c.valid);
+    }
+
+    #[test]
+    fn a_changed_value_fails_the_hash() {
+        let line = chained(r#"{"event":"x","user":"alice"}"#, "n/s", 1, GENESIS);
+        let text = String::from_utf8(line).unwrap().replace("alice", "mallory");
+        let Examined::Chained(c) = ex(text.as_bytes()) else {
+            panic!()
+        };
+        assert!(!c.valid);
+    }
+
+    #[test]
+    fn lines_without_a_usable_field() {
+        assert!(matches!(ex(b"  \r"), Examined::Blank));
+        assert!(matches!(
+            ex(br#"{"event":"auditrail.dropped","n":3}"#),
+            Examined::Unchained
+        ));
+        assert!(matches!(ex(b"[1,2]"), Examined::Unreadable(_)));
+        assert!(matches!(ex(b"{\"a\":1"), Examined::Unreadable(_)));
+        assert!(matches!(ex(b"{\"a\":1} x"), Examined::Unreadable(_)));
+        assert!(matches!(ex(b"{\"a\":tru e}"), Examined::Unreadable(_)));
+        let line = chained(r#"{"event":"x"}"#, "n/s", 1, GENESIS);
+        let text = String::from_utf8(line).unwrap();
+        // A torn line.
+        assert!(matches!(
+            ex(&text.as_bytes()[..text.len() - 10]),
+            Examined::Unreadable(_)
+        ));
+        // A second chain member, spelled with an escape, would be left out of the digest.
+        let doubled = text.replacen('{', "{\"auditrail\\u002eintegrity\":{\"evil\":1},", 1);
+        let Examined::Unreadable(why) = ex(doubled.as_bytes()) else {
+            panic!()
+        };
+        assert!(why.contains("2 top-level"), "{why}");
+        let bad_seq = text.replace("\"seq\":1", "\"seq\":0");
+        assert!(matches!(ex(bad_seq.as_bytes()), Examined::Unreadable(_)));
+        let bad_hex = text.replace("\"prev\":\"00", "\"prev\":\"zz");
+        assert!(matches!(ex(bad_hex.as_bytes()), Examined::Unreadable(_)));
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_with_a_good_field_is_an_altered_copy() {
+        let line = chained(r#"{"event":"x","n":1}"#, "n/s", 1, GENESIS);
+        let text = String::from_utf8(line)
+            .unwrap()
+            .replace("\"n\":1", "\"n\":tru");
+        let Examined::Chained(c) = ex(text.as_bytes()) else {
+            panic!()
+        };
+        assert!(!c.valid && c.body_error.is_some());
+    }
+
+    #[test]
+    fn the_scanner_accepts_what_json_accepts() {
+        for ok in [
+            "{}",
+            " { } ",
+            r#"{"a":{"b":[[],{}]},"c":"\\\"","d":-1.5e3,"e":null,"f":true}"#,
+            r#"{"a\"b":"x"}"#,
+        ] {
+            assert!(scan_top(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        assert!(string_is(br#""auditrail\u002eseal""#, SEAL_EVENT));
+        assert!(!string_is(br#""auditrail.sea""#, SEAL_EVENT));
+    }
+}

@@ -1,0 +1,373 @@
+//! `auditrail verify`'s engine: reads chained events back in any order and says, per stream, what is intact,
+//! missing, altered, reordered, duplicated or forged, and whether the seals prove it.
+//!
+//! Feed it lines ([`Verifier::feed_ndjson`], [`Verifier::feed_items`], [`Verifier::feed_line`]), each with
+//! a location for messages, then call [`Verifier::finish`] for the [`Report`]. Storage order is not evidence
+//! (Elasticsearch and Kafka partitions reorder), so everything is keyed by `(stream, seq)`, never by position.
+//!
+//! Per line (on every core, see [`line`]): the chain field is read, the hash recomputed from the content, a
+//! seal parsed. Per stream (sequentially): each seq's claims are recorded in 33 bytes ([`slots`]); the event
+//! texts are never kept, so millions of events need tens of megabytes. At the end, in seq order:
+//!
+//! - a copy whose recomputed hash differs from its claimed one is *altered* (a seal: a *bad seal*);
+//! - identical copies are *duplicates* (normal under at-least-once delivery, not an error); two copies of one
+//!   seq whose hashes both check out but differ are a *conflict*: one of them is forged;
+//! - seq `s` must claim `prev` = the claimed hash of seq `s−1` (zeros for seq 1), else a *broken link* (an
+//!   event moved or inserted). Claimed hashes are used, so an altered body under its original chain field is
+//!   reported once, as altered;
+//! - missing seqs in `1..=max` are *gaps*;
+//! - seals are checked against the epoch keys established from the auditors' root key ([`seals`]);
+//! - events after the last good seal are the *unsealed* tail: intact as far as the chain shows, not yet signed.
+//!
+//! What cannot be seen: events deleted from the end of a stream together with every seal after them (the
+//! stream just looks shorter; compare the last seal's epoch with other streams' and with the time).
+
+mod line;
+mod report;
+mod seals;
+mod slots;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+
+use ed25519_dalek::VerifyingKey;
+
+pub use report::{BadSeal, Report, StreamReport};
+
+use line::{examine, Examined};
+use seals::SealCopy;
+use slots::{trunc, Recorded, Slots, ALTERED, CONFLICT, VALID};
+
+use super::chain::GENESIS;
+
+/// How many located findings (unreadable lines, altered or conflicting copies) the report lists.
+pub const MAX_PROBLEMS: usize = 50;
+
+/// Below this many lines, one thread examines them all.
+const PARALLEL_MIN: usize = 256;
+
+/// One line to verify and where it came from.
+#[derive(Clone, Copy, Debug)]
+pub struct Item<'a> {
+    /// The line, without or with its line terminator.
+    pub text: &'a [u8],
+    /// The file, `-` for stdin, `index/_doc/id`, ...
+    pub source: &'a str,
+    /// Line number within `source` (from 1); 0 when lines are not numbered.
+    pub line: u64,
+}
+
+impl Item<'_> {
+    fn location(&self) -> String {
+        if self.line == 0 {
+            self.source.to_string()
+        } else {
+            format!("{}:{}", self.source, self.line)
+        }
+    }
+}
+
+struct Stream {
+    name: String,
+    slots: Slots,
+    duplicates: u64,
+    seals: Vec<SealCopy>,
+}
+
+/// Verifies chained events fed to it in any order. See the module documentation.
+pub struct Verifier {
+    root: VerifyingKey,
+    streams: Vec<Stream>,
+    index: HashMap<String, usize>,
+    last: usize,
+    unchained: u64,
+    unreadable: u64,
+    problems: Vec<String>,
+    scratch: Vec<u8>,
+    threads: usize,
+}
+
+impl Verifier {
+    /// A verifier trusting `root`, epoch 0's public key (`auditrail.pub`, see
+    /// [`crate::integrity::keys::load_public`]). Examines lines on every core.
+    pub fn new(root: VerifyingKey) -> Verifier {
+        Verifier {
+            root,
+            streams: Vec::new(),
+            index: HashMap::new(),
+            last: usize::MAX,
+            unchained: 0,
+            unreadable: 0,
+            problems: Vec::new(),
+            scratch: Vec::with_capacity(4096),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(16)),
+        }
+    }
+
+    /// Uses at most `n` threads (at least 1) to examine lines.
+    pub fn with_threads(mut self, n: usize) -> Verifier {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// Feeds one line.
+    pub fn feed_line(&mut self, text: &[u8], source: &str, line: u64) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let item = Item { text, source, line };
+        let ex = examine(text, &mut scratch);
+        self.merge(ex, &item);
+        self.scratch = scratch;
+    }
+
+    /// Feeds NDJSON text holding whole lines (a last line without `\n` counts as one), numbering them from
+    /// `first_line`. Returns how many lines it held.
+    pub fn feed_ndjson(&mut self, text: &[u8], source: &str, first_line: u64) -> u64 {
+        let mut items = Vec::with_capacity(text.len() / 256 + 1);
+        let mut start = 0;
+        let mut line = first_line;
+        for end in memchr::memchr_iter(b'\n', text) {
+            items.push(Item {
+                text: &text[start..end],
+                source,
+                line,
+            });
+            line += 1;
+            start = end + 1;
+        }
+        if start < text.len() {
+            items.push(Item {
+                text: &text[start..],
+                source,
+                line,
+            });
+            line += 1;
+        }
+        self.feed_items(&items);
+        line - first_line
+    }
+
+    /// Feeds many lines, examining them on every core; what they show is recorded in their order.
+    pub fn feed_items(&mut self, items: &[Item<'_>]) {
+        let threads = self.threads.min(items.len() / PARALLEL_MIN).max(1);
+        if threads == 1 {
+            for item in items {
+                let ex = examine(item.text, &mut self.scratch);
+                self.merge(ex, item);
+            }
+            return;
+        }
+        let per = items.len().div_ceil(threads);
+        let results: Vec<Vec<Examined<'_>>> = std::thread::scope(|scope| {
+            let mut parts = items.chunks(per);
+            let first = parts.next().unwrap_or_default();
+            let handles: Vec<_> = parts
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut scratch = Vec::with_capacity(4096);
+                        part.iter()
+                            .map(|it| examine(it.text, &mut scratch))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut all = Vec::with_capacity(threads);
+            let scratch = &mut self.scratch;
+            all.push(
+                first
+                    .iter()
+                    .map(|it| examine(it.text, scratch))
+                    .collect::<Vec<_>>(),
+            );
+            all.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("examining a line never panics")),
+            );
+            all
+        });
+        for (part, exs) in items.chunks(per).zip(results) {
+            for (item, ex) in part.iter().zip(exs) {
+                self.merge(ex, item);
+            }
+        }
+    }
+
+    fn problem(&mut self, what: impl FnOnce() -> String) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(what());
+        }
+    }
+
+    fn stream_index(&mut self, name: &str) -> usize {
+        if let Some(s) = self.streams.get(self.last) {
+            if s.name == name {
+                return self.last;
+            }
+        }
+        let i = match self.index.get(name) {
+            Some(&i) => i,
+            None => {
+                let i = self.streams.len();
+                self.streams.push(Stream {
+                    name: name.to_string(),
+                    slots: Slots::default(),
+                    duplicates: 0,
+                    seals: Vec::new(),
+                });
+                self.index.insert(name.to_string(), i);
+                i
+            }
+        };
+        self.last = i;
+        i
+    }
+
+    fn merge(&mut self, ex: Examined<'_>, item: &Item<'_>) {
+        let c = match ex {
+            Examined::Blank => return,
+            Examined::Unchained => {
+                self.unchained += 1;
+                return;
+            }
+            Examined::Unreadable(why) => {
+                self.unreadable += 1;
+                self.problem(|| format!("{}: {why}", item.location()));
+                return;
+            }
+            Examined::Chained(c) => c,
+        };
+        let i = self.stream_index(&c.stream);
+        let st = &mut self.streams[i];
+        let recorded = st.slots.record(
+            c.seq,
+            trunc(&c.hash),
+            trunc(&c.prev),
+            c.valid,
+            c.seal.is_some(),
+        );
+        if recorded == Recorded::Duplicate {
+            st.duplicates += 1;
+        }
+        if let Some(seal) = c.seal {
+            let seal = *seal;
+            let seen = st
+                .seals
+                .iter()
+                .any(|o| o.seq == c.seq && o.valid_chain == c.valid && o.seal == seal);
+            if !seen {
+                st.seals.push(SealCopy {
+                    seq: c.seq,
+                    valid_chain: c.valid,
+                    seal,
+                });
+            }
+        }
+        if !c.valid || recorded == Recorded::Conflict {
+            let why = match (&c.body_error, recorded) {
+                (Some(e), _) => format!("content is not valid JSON ({e})"),
+                (None, Recorded::Conflict) => {
+                    "a second copy whose hash checks out but differs from the first".into()
+                }
+                (None, _) => "hash does not match the content".into(),
+            };
+            let stream = c.stream;
+            let seq = c.seq;
+            self.problem(|| format!("{}: stream {stream} seq {seq}: {why}", item.location()));
+        }
+    }
+
+    /// Runs the checks over everything fed and returns the verdict.
+    pub fn finish(self) -> Report {
+        let inputs: Vec<(&str, &[SealCopy], &Slots)> = self
+            .streams
+            .iter()
+            .map(|s| (s.name.as_str(), s.seals.as_slice(), &s.slots))
+            .collect();
+        let verdicts = seals::check(self.root, &inputs);
+        let mut streams: Vec<StreamReport> = self
+            .streams
+            .iter()
+            .zip(verdicts.reasons)
+            .map(|(s, reasons)| stream_report(s, reasons))
+            .collect();
+        streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+        Report {
+            ok: self.unreadable == 0 && !streams.iter().any(StreamReport::tampered),
+            streams,
+            unchained: self.unchained,
+            unreadable: self.unreadable,
+            problems: self.problems,
+        }
+    }
+}
+
+fn stream_report(s: &Stream, reasons: Vec<Vec<String>>) -> StreamReport {
+    let mut bad: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut good_seals = Vec::new();
+    for (c, r) in s.seals.iter().zip(reasons) {
+        if r.is_empty() {
+            good_seals.push(c.seq);
+            continue;
+        }
+        let v = bad.entry(c.seq).or_default();
+        for x in r {
+            if !v.contains(&x) {
+                v.push(x);
+            }
+        }
+    }
+    let last_good = good_seals
+        .into_iter()
+        .filter(|q| !bad.contains_key(q))
+        .max()
+        .unwrap_or(0);
+    let mut r = StreamReport {
+        stream: s.name.clone(),
+        duplicates: s.duplicates,
+        bad_seals: bad
+            .into_iter()
+            .map(|(seq, v)| BadSeal {
+                seq,
+                reason: v.join("; "),
+            })
+            .collect(),
+        ..StreamReport::default()
+    };
+    let genesis = trunc(&GENESIS);
+    let mut last: u64 = 0;
+    let slots = &s.slots;
+    let mut prev_slot = None;
+    slots.for_each(|seq, slot| {
+        if seq > last + 1 {
+            r.gaps.push([last + 1, seq - 1]);
+        }
+        let linked = if seq == 1 {
+            slots.claims(1, slot).any(|(_, p)| p == genesis)
+        } else if let (true, Some(before)) = (last == seq - 1, prev_slot) {
+            slots
+                .claims(seq, slot)
+                .any(|(_, p)| slots.claims(seq - 1, &before).any(|(h, _)| h == p))
+        } else {
+            true
+        };
+        if !linked {
+            r.broken_links.push(seq);
+        }
+        if slot.has(VALID) {
+            r.verified += 1;
+        }
+        if slot.has(ALTERED) {
+            r.altered.push(seq);
+        }
+        if slot.has(CONFLICT) {
+            r.conflicts.push(seq);
+        }
+        if seq > last_good {
+            r.unsealed += 1;
+        }
+        last = seq;
+        prev_slot = Some(*slot);
+    });
+    r
+}
