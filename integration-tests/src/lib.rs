@@ -416,3 +416,184 @@ pub fn line_count(dir: &Path) -> usize {
         })
         .sum()
 }
+
+/// Whether tests that need a peer server must fail (rather than skip) when it cannot be had: under CI, or with
+/// `AUDITRAIL_REQUIRE_OPENSEARCH=1` (set by `scripts/test.sh`).
+pub fn opensearch_required() -> bool {
+    std::env::var_os("AUDITRAIL_REQUIRE_OPENSEARCH").is_some_and(|v| v != "0")
+        || std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// The osmem-server binary (an in-memory OpenSearch-compatible server from PyPI), installed on first use by
+/// `integration-tests/peers/opensearch/install`. `None` when it cannot be installed and is not required; panics
+/// when it is required (see [`opensearch_required`]).
+pub fn osmem_binary() -> Option<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = BIN.get_or_init(|| {
+        let script = workspace_root().join("integration-tests/peers/opensearch/install");
+        let out = Command::new(&script)
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("install printed {path:?}, which is not a file"))
+        }
+    });
+    match found {
+        Ok(p) => Some(p.clone()),
+        Err(e) => {
+            assert!(
+                !opensearch_required(),
+                "osmem-server is required (CI or AUDITRAIL_REQUIRE_OPENSEARCH) but cannot be installed: {e}"
+            );
+            println!("osmem-server not available, test not run: {e}");
+            None
+        }
+    }
+}
+
+/// A running osmem-server on 127.0.0.1, killed when dropped. It keeps everything in memory: a restart starts
+/// empty. It also exits by itself when the test process is gone (`-parent-pid`).
+pub struct Osmem {
+    child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Osmem {
+    /// Starts a server on a free port; `None` when osmem-server is not available (and not required).
+    pub fn start(dir: &Path) -> Option<Osmem> {
+        osmem_binary()?;
+        Some(Osmem::start_on(dir, free_port()))
+    }
+
+    /// Starts a server on `port` (e.g. again after [`Osmem::kill9`]) and waits until it answers.
+    pub fn start_on(dir: &Path, port: u16) -> Osmem {
+        let bin = osmem_binary().expect("osmem-server is available");
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let log = dir.join(format!(
+            "osmem-{}.log",
+            STARTS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let child = Command::new(bin)
+            .args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"])
+            .args(["-parent-pid", &std::process::id().to_string()])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting osmem-server");
+        let mut s = Osmem {
+            child: Some(child),
+            port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = http("GET", port, "/_cluster/health", &[], b"") {
+                break;
+            }
+            if let Some(status) = s.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "osmem-server exited with {status}: {}",
+                    std::fs::read_to_string(&s.log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "osmem-server not ready in 20s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL; everything it held is gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A JSON request; returns the status and the body.
+    pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        http(
+            method,
+            self.port,
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// A JSON request that must succeed, parsed.
+    pub fn json(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
+        let (status, text) = self.request(method, path, body);
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {text}"
+        );
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
+    }
+
+    /// Documents in `index` (a name or pattern); 0 when it does not exist yet.
+    pub fn count(&self, index: &str) -> u64 {
+        let (status, text) = self.request("GET", &format!("/{index}/_count"), "");
+        if status == 404 {
+            return 0;
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        v["count"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("_count of {index}: {status} {text}"))
+    }
+
+    /// The `_id`s among `ids` that exist in `index` (one `ids` query per call; keep `ids` to a few thousand).
+    pub fn existing_ids(&self, index: &str, ids: &[String]) -> Vec<String> {
+        let body = serde_json::json!({
+            "query": { "ids": { "values": ids } },
+            "size": ids.len(),
+            "_source": false,
+        });
+        let v = self.json(
+            "POST",
+            &format!("/{index}/_search?filter_path=hits.hits._id"),
+            &body.to_string(),
+        );
+        v["hits"]["hits"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h["_id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Osmem {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The exact text of the first hit's `_source` in a `_search` response body, as the server wrote it (not
+/// re-serialized), or `None` when there is no hit.
+pub fn first_source(search_response: &str) -> Option<String> {
+    use serde_json::value::RawValue;
+    type Object = HashMap<String, Box<RawValue>>;
+    let top: Object = serde_json::from_str(search_response).ok()?;
+    let hits: Object = serde_json::from_str(top.get("hits")?.get()).ok()?;
+    let list: Vec<Object> = serde_json::from_str(hits.get("hits")?.get()).ok()?;
+    list.first()?.get("_source").map(|r| r.get().to_string())
+}
