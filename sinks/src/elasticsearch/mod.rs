@@ -44,6 +44,8 @@ pub mod response;
 pub mod service;
 pub mod sink;
 pub mod template;
+#[cfg(test)]
+mod tests;
 
 pub use config::{
     AuthConfig, BatchConfig, Compression, ElasticsearchSinkConfig, EncodingConfig, IdSource, Mode,
