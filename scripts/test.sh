@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
     if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_apt[@]}" >/dev/null; then
@@ -16,6 +17,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     fi
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+# The Elasticsearch sink's tests start osmem-server (PyPI), an in-memory OpenSearch-compatible server.
+osmem_server=$(integration-tests/peers/opensearch/install)
+echo "osmem-server: $osmem_server"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -27,6 +31,7 @@ export AUDITRAIL_BIN="$PWD/target/release/auditrail"
 export AUDITRAIL_REQUIRE_SYSTEMD=1
 # The disk-full fault test mounts a size-limited tmpfs, which needs root (as CI has).
 export AUDITRAIL_REQUIRE_ROOT=1
+export AUDITRAIL_REQUIRE_OPENSEARCH=1
 echo "== cargo test"
 cargo test --workspace -- --nocapture 2>&1 | tee target/test-output.log | grep -Ev '^(running [0-9]+ tests?|)$' | grep -Ev '^test .* \.\.\. ok$' || true
 # The pipe above keeps the log short; the verdict comes from cargo's own summary lines.
