@@ -50,6 +50,8 @@ pub struct Event {
     timestamp_nanos: i64,
     source: Option<Arc<str>>,
     finalizer: Option<Finalizer>,
+    /// The integrity chain's content digest, when the source computed it while parsing (on all cores).
+    digest: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for Event {
@@ -282,6 +284,7 @@ impl Event {
             timestamp_nanos,
             source: None,
             finalizer: None,
+            digest: None,
         })
     }
 
@@ -349,6 +352,18 @@ impl Event {
     /// Attaches the acknowledgement finalizer: the source learns this event's outcome through it.
     pub fn set_finalizer(&mut self, finalizer: Finalizer) {
         self.finalizer = Some(finalizer);
+    }
+
+    /// Computes and keeps the integrity chain's content digest of the event (see
+    /// [`crate::integrity::chain::content_digest`]), so the chain does not compute it on its own, sequential
+    /// path. `scratch` is reused between calls.
+    pub fn compute_digest(&mut self, scratch: &mut Vec<u8>) {
+        self.digest = crate::integrity::chain::content_digest(&self.raw, scratch).ok();
+    }
+
+    /// The content digest computed by [`Self::compute_digest`], if it was.
+    pub fn digest(&self) -> Option<&[u8; 32]> {
+        self.digest.as_ref()
     }
 
     /// Appends `member` (`"name":value`) as the object's last member. Everything before it keeps its bytes, so

@@ -49,6 +49,7 @@ pub struct Ingest {
     events: Counter,
     bytes: Counter,
     window: Mutex<LogWindow>,
+    digests: bool,
 }
 
 impl Ingest {
@@ -85,7 +86,15 @@ impl Ingest {
                 logged: 0,
                 suppressed: 0,
             }),
+            digests: false,
         }
+    }
+
+    /// Makes [`Self::parse`] also compute each event's integrity digest, where parsing runs on all cores, so
+    /// that the chain's sequential step only links.
+    pub fn with_digests(mut self, on: bool) -> Ingest {
+        self.digests = on;
+        self
     }
 
     /// The source's name.
@@ -102,6 +111,12 @@ impl Ingest {
     pub fn parse(&self, raw: Bytes) -> Result<Event, InvalidEvent> {
         let mut e = Event::parse(raw, self.max_line)?;
         e.set_source(Arc::clone(&self.source));
+        if self.digests {
+            thread_local! {
+                static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+            }
+            SCRATCH.with_borrow_mut(|scratch| e.compute_digest(scratch));
+        }
         Ok(e)
     }
 

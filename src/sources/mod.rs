@@ -98,7 +98,10 @@ pub async fn build(
     fanout: Fanout,
     shutdown: Shutdown,
 ) -> Result<SourceTask, SourceError> {
-    let ingest = Arc::new(Ingest::new(name, config.max_line_bytes(), &data_dir));
+    let ingest = Arc::new(
+        Ingest::new(name, config.max_line_bytes(), &data_dir)
+            .with_digests(fanout.chain().is_some()),
+    );
     let cx = SourceContext {
         name: name.into(),
         data_dir,

@@ -39,7 +39,19 @@ pub fn canonicalize_object(
     skip: Option<&str>,
     out: &mut Vec<u8>,
 ) -> Result<(), CanonicalError> {
-    let mut p = Parser { s: text, i: 0 };
+    // One vectorized check of the whole text; strings are then sliced at quote boundaries, which are char
+    // boundaries, without checking each again.
+    if std::str::from_utf8(text).is_err() {
+        return Err(CanonicalError {
+            offset: 0,
+            what: "not UTF-8",
+        });
+    }
+    let mut p = Parser {
+        s: text,
+        i: 0,
+        members: Vec::with_capacity(32),
+    };
     p.ws();
     if p.peek() != Some(b'{') {
         return Err(p.err("expected a JSON object"));
@@ -55,12 +67,29 @@ pub fn canonicalize_object(
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
+    /// Members of the objects being written, innermost last (one allocation for the whole text).
+    members: Vec<Member<'a>>,
 }
 
 /// One object member found while scanning: its decoded name and where its value sits.
 struct Member<'a> {
     name: Cow<'a, str>,
     value: (usize, usize),
+    /// A string value, decoded during the scan so it is not read twice.
+    string: Option<Cow<'a, str>>,
+}
+
+/// Writes a string [`Parser::string`] returned: a borrowed one had no escapes in valid JSON, so it holds no
+/// quote, backslash or control character and its canonical form is its own bytes.
+fn write_decoded(s: &Cow<'_, str>, out: &mut Vec<u8>) {
+    match s {
+        Cow::Borrowed(b) => {
+            out.push(b'"');
+            out.extend_from_slice(b.as_bytes());
+            out.push(b'"');
+        }
+        Cow::Owned(o) => write_string(o, out),
+    }
 }
 
 impl<'a> Parser<'a> {
@@ -98,7 +127,7 @@ impl<'a> Parser<'a> {
             Some(b'[') => self.array(out, depth + 1),
             Some(b'"') => {
                 let s = self.string()?;
-                write_string(&s, out);
+                write_decoded(&s, out);
                 Ok(())
             }
             Some(b't') => self.literal(b"true", out),
@@ -129,7 +158,7 @@ impl<'a> Parser<'a> {
             return Err(self.err("nested too deeply"));
         }
         self.i += 1; // '{'
-        let mut members: Vec<Member<'a>> = Vec::with_capacity(16);
+        let base = self.members.len();
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
@@ -143,10 +172,16 @@ impl<'a> Parser<'a> {
                 self.expect(b':', "expected ':' after a member name")?;
                 self.ws();
                 let start = self.i;
-                self.skip_value(depth)?;
-                members.push(Member {
+                let string = if self.peek() == Some(b'"') {
+                    Some(self.string()?)
+                } else {
+                    self.skip_value(depth)?;
+                    None
+                };
+                self.members.push(Member {
                     name,
                     value: (start, self.i),
+                    string,
                 });
                 self.ws();
                 match self.peek() {
@@ -160,8 +195,16 @@ impl<'a> Parser<'a> {
             }
         }
         if let Some(skip) = skip {
-            members.retain(|m| m.name != skip);
+            let mut n = base;
+            while n < self.members.len() {
+                if self.members[n].name == skip {
+                    self.members.remove(n);
+                } else {
+                    n += 1;
+                }
+            }
         }
+        let members = &mut self.members[base..];
         // Names are compared as UTF-16 code units (RFC 8785 §3.2.3); for the ASCII names of real events that is
         // byte order, which is the cheap comparison.
         if members.iter().all(|m| m.name.is_ascii()) {
@@ -171,15 +214,22 @@ impl<'a> Parser<'a> {
         }
         out.push(b'{');
         let end = self.i;
-        for (n, m) in members.iter().enumerate() {
+        let count = self.members.len() - base;
+        for n in 0..count {
             if n > 0 {
                 out.push(b',');
             }
-            write_string(&m.name, out);
+            let m = &self.members[base + n];
+            write_decoded(&m.name, out);
             out.push(b':');
+            if let Some(v) = &m.string {
+                write_decoded(v, out);
+                continue;
+            }
             self.i = m.value.0;
             self.value(out, depth)?;
         }
+        self.members.truncate(base);
         self.i = end;
         out.push(b'}');
         Ok(())
@@ -301,10 +351,12 @@ impl<'a> Parser<'a> {
         let start = self.i + 1;
         let rest = &self.s[start..];
         if let Some(n) = memchr::memchr2(b'"', b'\\', rest) {
+            let body = &rest[..n];
+            // A raw control character is not valid JSON and is passed through as it is: no store returns such
+            // text for an event the agent hashed, so it can only make a copy differ, never match.
             if rest[n] == b'"' {
-                let body = &rest[..n];
-                let text =
-                    std::str::from_utf8(body).map_err(|_| self.err("string is not UTF-8"))?;
+                // SAFETY: the whole text was checked to be UTF-8 and `body` lies between two ASCII quotes.
+                let text = unsafe { std::str::from_utf8_unchecked(body) };
                 self.i = start + n + 1;
                 return Ok(Cow::Borrowed(text));
             }
@@ -510,7 +562,7 @@ mod tests {
     fn sorts_by_utf16_code_units() {
         // RFC 8785 §3.2.3: U+FB33 sorts after the emoji U+1F600 (a surrogate pair, 0xD83D…) in UTF-16
         // although its UTF-8 bytes sort first.
-        let input = "{\"\u{20ac}\":1,\"\u{fb33}\":7,\"\u{1F600}\":2,\"\r\":3,\"1\":4,\"\u{0080}\":5,\"\u{00f6}\":6}";
+        let input = "{\"\u{20ac}\":1,\"\u{fb33}\":7,\"\u{1F600}\":2,\"\\r\":3,\"1\":4,\"\u{0080}\":5,\"\u{00f6}\":6}";
         assert_eq!(
             canon(input),
             "{\"\\r\":3,\"1\":4,\"\u{0080}\":5,\"\u{00f6}\":6,\"\u{20ac}\":1,\"\u{1F600}\":2,\"\u{fb33}\":7}"

@@ -62,19 +62,48 @@ pub struct Integrity {
 impl Integrity {
     /// Appends the field's JSON text (`"auditrail.integrity":{…}`, without a leading comma) to `out`.
     pub fn write_member(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"\"");
-        out.extend_from_slice(FIELD.as_bytes());
-        out.extend_from_slice(b"\":{\"stream\":");
-        // Stream names come from config names and node ids; serde_json escapes whatever they hold.
-        serde_json::to_writer(&mut *out, &self.stream).expect("writing to a Vec cannot fail");
-        out.extend_from_slice(b",\"seq\":");
-        out.extend_from_slice(self.seq.to_string().as_bytes());
-        out.extend_from_slice(b",\"prev\":\"");
-        push_hex(&self.prev, out);
-        out.extend_from_slice(b"\",\"hash\":\"");
-        push_hex(&self.hash, out);
-        out.extend_from_slice(b"\"}");
+        write_member_with(
+            &member_prefix(&self.stream),
+            self.seq,
+            &self.prev,
+            &self.hash,
+            out,
+        );
     }
+}
+
+/// The constant start of a stream's chain fields: `"auditrail.integrity":{"stream":"…","seq":`.
+pub fn member_prefix(stream: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48 + stream.len());
+    out.extend_from_slice(b"\"");
+    out.extend_from_slice(FIELD.as_bytes());
+    out.extend_from_slice(b"\":{\"stream\":");
+    // Stream names come from config names and node ids; serde_json escapes whatever they hold.
+    serde_json::to_writer(&mut out, stream).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(b",\"seq\":");
+    out
+}
+
+/// Appends a chain field given its stream's [`member_prefix`] (the hot path: no allocation).
+pub fn write_member_with(prefix: &[u8], seq: u64, prev: &Hash, hash: &Hash, out: &mut Vec<u8>) {
+    out.extend_from_slice(prefix);
+    let mut digits = [0u8; 20];
+    let mut n = digits.len();
+    let mut v = seq;
+    loop {
+        n -= 1;
+        digits[n] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[n..]);
+    out.extend_from_slice(b",\"prev\":\"");
+    push_hex(prev, out);
+    out.extend_from_slice(b"\",\"hash\":\"");
+    push_hex(hash, out);
+    out.extend_from_slice(b"\"}");
 }
 
 fn push_hex(h: &Hash, out: &mut Vec<u8>) {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use metrics::Counter;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
-use super::chain::{content_digest, link, Hash, Integrity};
+use super::chain::{content_digest, link, member_prefix, write_member_with, Hash};
 use super::ring::KeyRing;
 use super::state::{ChainState, StateFile, SEAL_HISTORY};
 use crate::event::Event;
@@ -182,18 +182,13 @@ impl ChainGuard<'_> {
         };
         let digests = digests(events);
         let state = &mut self.inner.state;
+        let prefix = member_prefix(&state.stream);
         let mut member = Vec::with_capacity(256);
         for (e, digest) in events.iter_mut().zip(digests) {
             let seq = state.seq + 1;
             let hash = link(&state.stream, seq, &state.hash, &digest);
-            let field = Integrity {
-                stream: state.stream.clone(),
-                seq,
-                prev: state.hash,
-                hash,
-            };
             member.clear();
-            field.write_member(&mut member);
+            write_member_with(&prefix, seq, &state.hash, &hash, &mut member);
             e.append_member(&member);
             state.seq = seq;
             state.hash = hash;
@@ -298,6 +293,9 @@ impl ChainGuard<'_> {
 /// The content digest of each event, on all cores for large batches.
 fn digests(events: &[Event]) -> Vec<Hash> {
     let one = |e: &Event, scratch: &mut Vec<u8>| -> Hash {
+        if let Some(d) = e.digest() {
+            return *d;
+        }
         content_digest(e.raw(), scratch).unwrap_or_else(|err| {
             // Events were validated at their source, so this takes input deeper than the canonical form allows;
             // the event still gets a place in the chain, and the verifier reports it as altered.
@@ -306,7 +304,8 @@ fn digests(events: &[Event]) -> Vec<Hash> {
         })
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if events.len() < PARALLEL_MIN || threads < 2 {
+    let missing = events.iter().filter(|e| e.digest().is_none()).count();
+    if missing < PARALLEL_MIN || threads < 2 {
         let mut scratch = Vec::with_capacity(1024);
         return events.iter().map(|e| one(e, &mut scratch)).collect();
     }
