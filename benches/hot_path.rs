@@ -87,5 +87,48 @@ fn encode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, route, encode);
+/// The integrity chain's per-event work: the canonical form, its digest, and linking (one SHA-256 over ~100
+/// bytes plus the field's text appended to the event).
+fn integrity(c: &mut Criterion) {
+    use auditrail_core::integrity::canonical::canonicalize_object;
+    use auditrail_core::integrity::chain::{
+        content_digest, link, member_prefix, write_member_with,
+    };
+    let mut g = c.benchmark_group("integrity");
+    g.throughput(Throughput::Bytes(LINE.len() as u64));
+    let mut scratch = Vec::with_capacity(1024);
+    g.bench_function("canonical", |b| {
+        b.iter(|| {
+            scratch.clear();
+            canonicalize_object(
+                black_box(LINE.as_bytes()),
+                Some("auditrail.integrity"),
+                &mut scratch,
+            )
+            .unwrap();
+        })
+    });
+    g.bench_function("content_digest", |b| {
+        b.iter(|| content_digest(black_box(LINE.as_bytes()), &mut scratch).unwrap())
+    });
+    let prefix = member_prefix("node-1/teleport");
+    let event = Event::parse(Bytes::from_static(LINE.as_bytes()), 1 << 20).unwrap();
+    g.bench_function("link_and_append", |b| {
+        let mut member = Vec::with_capacity(256);
+        b.iter_batched(
+            || event.clone(),
+            |mut e| {
+                let h = link("node-1/teleport", 42, &[1; 32], &[2; 32]);
+                member.clear();
+                write_member_with(&prefix, 42, &[1; 32], &h, &mut member);
+                e.append_member(&member);
+                e
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, route, encode, integrity);
 criterion_main!(benches);
