@@ -128,14 +128,15 @@ struct Wire<'a> {
 }
 
 fn parse_field(value: &[u8]) -> Result<Field<'_>, String> {
+    if let Some(f) = parse_field_fast(value) {
+        return Ok(f);
+    }
     let w: Wire<'_> = serde_json::from_slice(value).map_err(|e| e.to_string())?;
     if w.seq == 0 {
         return Err("seq starts at 1".into());
     }
     let hex32 = |s: &str, what: &str| -> Result<Hash, String> {
-        let mut h = [0u8; 32];
-        hex::decode_to_slice(s, &mut h).map_err(|e| format!("{what}: {e}"))?;
-        Ok(h)
+        decode_hash(s.as_bytes()).ok_or_else(|| format!("{what} is not 64 hex digits"))
     };
     Ok(Field {
         prev: hex32(&w.prev, "prev")?,
@@ -143,6 +144,67 @@ fn parse_field(value: &[u8]) -> Result<Field<'_>, String> {
         stream: w.stream,
         seq: w.seq,
     })
+}
+
+/// The field exactly as [`crate::integrity::chain::Integrity::write_member`] writes it, read without a JSON
+/// parser; `None` for anything else (which then goes through serde).
+fn parse_field_fast(v: &[u8]) -> Option<Field<'_>> {
+    let rest = v.strip_prefix(b"{\"stream\":\"")?;
+    let q = memchr::memchr2(b'"', b'\\', rest)?;
+    if rest[q] != b'"' {
+        return None;
+    }
+    let stream = std::str::from_utf8(&rest[..q]).ok()?;
+    let rest = rest[q + 1..].strip_prefix(b",\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 || (digits > 1 && rest[0] == b'0') {
+        return None;
+    }
+    let seq: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = rest[digits..].strip_prefix(b",\"prev\":\"")?;
+    let prev = decode_hash(rest.get(..64)?)?;
+    let rest = rest[64..].strip_prefix(b"\",\"hash\":\"")?;
+    let hash = decode_hash(rest.get(..64)?)?;
+    if &rest[64..] != b"\"}" || seq == 0 {
+        return None;
+    }
+    Some(Field {
+        stream: Cow::Borrowed(stream),
+        seq,
+        prev,
+        hash,
+    })
+}
+
+/// 64 hex digits (either case) to 32 bytes.
+fn decode_hash(hex: &[u8]) -> Option<Hash> {
+    const fn table() -> [u8; 256] {
+        let mut t = [0xffu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    }
+    static HEX: [u8; 256] = table();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    (bad & 0xf0 == 0).then_some(out)
 }
 
 /// What the walk over the top-level members found.
@@ -182,10 +244,10 @@ fn scan_top(s: &[u8]) -> Result<Top, &'static str> {
             i = ws(s, i + 1);
             let value_start = i;
             i = skip_value(s, i)?;
-            if name_is(name, FIELD) {
+            if string_is(name, FIELD) {
                 top.chain = Some((value_start, i));
                 top.chain_members += 1;
-            } else if name_is(name, "event") {
+            } else if string_is(name, "event") {
                 top.is_seal = string_is(&s[value_start..i], SEAL_EVENT);
             }
             i = ws(s, i);
@@ -206,11 +268,14 @@ fn scan_top(s: &[u8]) -> Result<Top, &'static str> {
 }
 
 /// Whether the JSON string token `quoted` (with its quotes) decodes to `want`.
-fn name_is(quoted: &[u8], want: &str) -> bool {
-    string_is(quoted, want)
-}
-
 fn string_is(quoted: &[u8], want: &str) -> bool {
+    // Without escapes the token is the name in quotes; with them it is longer.
+    if quoted.len() < want.len() + 2 {
+        return false;
+    }
+    if quoted.len() == want.len() + 2 {
+        return &quoted[1..quoted.len() - 1] == want.as_bytes();
+    }
     let Some(body) = quoted
         .strip_prefix(b"\"")
         .and_then(|q| q.strip_suffix(b"\""))
@@ -218,7 +283,7 @@ fn string_is(quoted: &[u8], want: &str) -> bool {
         return false;
     };
     if !body.contains(&b'\\') {
-        return body == want.as_bytes();
+        return false;
     }
     serde_json::from_slice::<String>(quoted).is_ok_and(|d| d == want)
 }
@@ -233,6 +298,15 @@ fn ws(s: &[u8], mut i: usize) -> usize {
 /// `s[i]` is an opening quote; returns the index after the closing one.
 fn skip_string(s: &[u8], mut i: usize) -> Result<usize, &'static str> {
     i += 1;
+    // Most strings of an event are short: a plain loop beats setting up a vector search.
+    let short_end = s.len().min(i + 32);
+    while i < short_end {
+        match s[i] {
+            b'"' => return Ok(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
     loop {
         match memchr::memchr2(b'"', b'\\', &s[i.min(s.len())..]) {
             None => return Err("unterminated string"),
@@ -392,6 +466,42 @@ mod tests {
             panic!()
         };
         assert!(!c.valid && c.body_error.is_some());
+    }
+
+    #[test]
+    fn the_fast_field_reader_agrees_with_serde() {
+        let f = Integrity {
+            stream: "n/s".into(),
+            seq: 42,
+            prev: [0xab; 32],
+            hash: [0x3c; 32],
+        };
+        let mut m = Vec::new();
+        f.write_member(&mut m);
+        let value = &m[FIELD.len() + 3..];
+        let fast = parse_field_fast(value).expect("the agent's own layout");
+        assert_eq!(
+            (fast.stream.as_ref(), fast.seq, fast.prev, fast.hash),
+            ("n/s", 42, f.prev, f.hash)
+        );
+        let spaced = String::from_utf8(value.to_vec())
+            .unwrap()
+            .replace(",", " , ")
+            .to_uppercase()
+            .replace("\"STREAM\"", "\"stream\"")
+            .replace("\"SEQ\"", "\"seq\"")
+            .replace("\"PREV\"", "\"prev\"")
+            .replace("\"HASH\"", "\"hash\"")
+            .replace("N/S", "n/s");
+        assert!(parse_field_fast(spaced.as_bytes()).is_none());
+        let slow = parse_field(spaced.as_bytes()).unwrap();
+        assert_eq!(
+            (slow.stream.as_ref(), slow.seq, slow.prev, slow.hash),
+            ("n/s", 42, f.prev, f.hash)
+        );
+        assert!(decode_hash(&[b'g'; 64]).is_none());
+        assert!(decode_hash(&[b'0'; 63]).is_none());
+        assert!(parse_field_fast(br#"{"stream":"s","seq":01,"prev":"00","hash":"00"}"#).is_none());
     }
 
     #[test]

@@ -193,6 +193,19 @@ impl Verifier {
         }
     }
 
+    /// Counts a line that could not even be handed over (too long, a document without its source) as
+    /// unreadable, with why.
+    pub fn note_unreadable(&mut self, source: &str, line: u64, why: &str) {
+        self.unreadable += 1;
+        let at = Item {
+            text: b"",
+            source,
+            line,
+        }
+        .location();
+        self.problem(|| format!("{at}: {why}"));
+    }
+
     fn problem(&mut self, what: impl FnOnce() -> String) {
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(what());
