@@ -9,3 +9,4 @@ pub mod integrity;
 pub mod pipeline;
 pub mod sources;
 pub mod systemd;
+pub mod verify;

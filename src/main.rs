@@ -1,4 +1,4 @@
-//! The `auditrail` command line: `run`, `validate`, `keygen`, `buffer inspect`, `--version`.
+//! The `auditrail` command line: `run`, `validate`, `keygen`, `verify`, `buffer inspect`, `--version`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,6 +50,10 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Check chained events read back from sinks: per stream what is missing, altered, reordered, duplicated
+    /// or forged, and whether the seals prove the rest. Exit status 0: intact; 1: tampered; 2: usage or input
+    /// error.
+    Verify(auditrail::verify::VerifyArgs),
     /// Work with sinks' disk buffers.
     Buffer {
         #[command(subcommand)]
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let result = match cli.command {
+        Command::Verify(args) => return auditrail::verify::main(args),
         Command::Run { config } => run(config.as_deref()),
         Command::Validate { config } => validate(&config),
         Command::Keygen { out } => keygen(&out),

@@ -1,0 +1,562 @@
+//! `auditrail verify` as an auditor runs it: on a file sink's output (files, directories, standard input) and on
+//! an OpenSearch index, intact and tampered, with its exit status (0 intact, 1 tampered, 2 usage or input
+//! error) and its `--json` shape. The chains are built with the agent's own primitives.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use auditrail_core::integrity::chain::{
+    append_member, content_digest, link, Hash, Integrity, GENESIS,
+};
+use auditrail_core::integrity::keys::{keygen, EpochKey};
+use auditrail_core::integrity::seal::Seal;
+use auditrail_integration_tests::*;
+
+/// One stream's lines, built as the agent builds them.
+struct Chain {
+    stream: String,
+    lines: Vec<String>,
+    prev: Hash,
+    last_seal: u64,
+}
+
+impl Chain {
+    fn new(stream: &str) -> Chain {
+        Chain {
+            stream: stream.into(),
+            lines: Vec::new(),
+            prev: GENESIS,
+            last_seal: 0,
+        }
+    }
+
+    fn seq(&self) -> u64 {
+        self.lines.len() as u64
+    }
+
+    fn push(&mut self, body: &[u8]) {
+        let seq = self.seq() + 1;
+        let digest = content_digest(body, &mut Vec::new()).unwrap();
+        let hash = link(&self.stream, seq, &self.prev, &digest);
+        let mut member = Vec::new();
+        Integrity {
+            stream: self.stream.clone(),
+            seq,
+            prev: self.prev,
+            hash,
+        }
+        .write_member(&mut member);
+        self.lines
+            .push(String::from_utf8(append_member(body, &member)).unwrap());
+        self.prev = hash;
+    }
+
+    fn events(&mut self, n: usize) {
+        for _ in 0..n {
+            let i = self.seq() as usize + 1;
+            let body = event(&format!("{}-{i}", self.stream.replace('/', "-")), i);
+            self.push(body.as_bytes());
+        }
+    }
+
+    fn seal(&mut self, key: &EpochKey) {
+        let to = self.seq();
+        let s = Seal::sign(key, &self.stream, self.last_seal + 1, to, self.prev);
+        self.push(&s.to_event());
+        self.last_seal = self.seq();
+    }
+}
+
+/// Two streams over two epochs (seal, evolve, seal), each ending with `tail` unsealed events; the key files
+/// are written to `dir` and the public one's path returned.
+fn two_streams(dir: &Path, per_epoch: usize, tail: usize) -> (Chain, Chain, PathBuf) {
+    let public = dir.join("auditrail.pub");
+    let k0 = keygen(&dir.join("auditrail.key"), &public).unwrap();
+    let (mut a, mut b) = (Chain::new("node-1/teleport"), Chain::new("node-1/local"));
+    for c in [&mut a, &mut b] {
+        c.events(per_epoch);
+        c.seal(&k0);
+    }
+    let k1 = k0.evolve();
+    for c in [&mut a, &mut b] {
+        c.events(per_epoch);
+        c.seal(&k1);
+        c.events(tail);
+    }
+    (a, b, public)
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text).unwrap();
+}
+
+/// Runs `auditrail ARGS` with `stdin` as standard input; returns exit code, stdout, stderr.
+fn auditrail(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("AUDITRAIL_ES_API_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("running auditrail");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+}
+
+fn stream<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == name)
+        .unwrap_or_else(|| panic!("no stream {name}: {report}"))
+}
+
+#[test]
+fn intact_output_verifies_from_files_directories_and_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, public) = two_streams(dir.path(), 40, 3);
+    let out = dir.path().join("out");
+    // A file sink's directory: one stream per file, a nested directory, an unchained pipeline event, and
+    // the other stream's lines in reverse order (storage order is not evidence).
+    write_lines(&out.join("teleport.ndjson"), &a.lines);
+    let mut rev = b.lines.clone();
+    rev.reverse();
+    rev.push(
+        r#"{"event":"auditrail.dropped","uid":"d1","time":"2017-02-03T06:54:05Z","count":2}"#
+            .into(),
+    );
+    write_lines(&out.join("2017/local.ndjson"), &rev);
+    std::fs::write(out.join(".hidden"), "not an event\n").unwrap();
+    let key = public.to_str().unwrap();
+
+    let (code, stdout, stderr) =
+        auditrail(&["verify", "--key", key, out.to_str().unwrap()], None, &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("stream node-1/teleport: intact"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("result: intact (2 streams)"), "{stdout}");
+
+    let files = [out.join("teleport.ndjson"), out.join("2017/local.ndjson")];
+    let (code, stdout, stderr) = auditrail(
+        &[
+            "verify",
+            "--json",
+            "--key",
+            key,
+            files[0].to_str().unwrap(),
+            files[1].to_str().unwrap(),
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "--json prints one object: {stdout}"
+    );
+    let r = json(&stdout);
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["unchained"], 1);
+    assert_eq!(r["unreadable"], 0);
+    let s = stream(&r, "node-1/teleport");
+    assert_eq!(s["verified"], a.lines.len());
+    assert_eq!(s["unsealed"], 3);
+    assert_eq!(s["duplicates"], 0);
+    for k in ["gaps", "altered", "conflicts", "broken_links", "bad_seals"] {
+        assert_eq!(s[k], serde_json::json!([]), "{k}: {s}");
+    }
+
+    // Standard input, with every line twice (at-least-once delivery): duplicates, not an error.
+    let mut text = a.lines.join("\n") + "\n";
+    text.push_str(&a.lines.join("\n"));
+    let (code, stdout, stderr) = auditrail(
+        &["verify", "--json", "--key", key, "-"],
+        Some(text.as_bytes()),
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let r = json(&stdout);
+    assert_eq!(stream(&r, "node-1/teleport")["duplicates"], a.lines.len());
+}
+
+#[test]
+fn tampering_is_located_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _, public) = two_streams(dir.path(), 20, 0);
+    let mut lines = a.lines.clone();
+    // seq 5 altered (its chain field kept), seq 9..=10 deleted, a line that is not JSON.
+    lines[4] = lines[4].replace("user5@", "mallory@");
+    lines.drain(8..10);
+    lines.insert(3, "{\"event\":".into());
+    let file = dir.path().join("a.ndjson");
+    write_lines(&file, &lines);
+    let key = public.to_str().unwrap();
+    let (code, stdout, stderr) = auditrail(
+        &["verify", "--json", "--key", key, file.to_str().unwrap()],
+        None,
+        &[],
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let r = json(&stdout);
+    assert_eq!(r["ok"], false);
+    let s = stream(&r, "node-1/teleport");
+    assert_eq!(s["altered"], serde_json::json!([5]));
+    assert_eq!(s["gaps"], serde_json::json!([[9, 10]]));
+    assert_eq!(s["broken_links"], serde_json::json!([]));
+    assert_eq!(r["unreadable"], 1);
+    let problems = r["problems"].as_array().unwrap();
+    let at = format!("{}:4: not a JSON object", file.display());
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.as_str().unwrap().starts_with(&at)),
+        "{problems:?}"
+    );
+
+    let (code, stdout, _) = auditrail(&["verify", "--key", key, file.to_str().unwrap()], None, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("stream node-1/teleport: TAMPERED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("altered (hash does not match content): 5"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("gaps (missing seqs): 9-10"), "{stdout}");
+}
+
+#[test]
+fn usage_and_input_errors_exit_2_and_name_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _, public) = two_streams(dir.path(), 2, 0);
+    let file = dir.path().join("a.ndjson");
+    write_lines(&file, &a.lines);
+    let (key, f) = (public.to_str().unwrap(), file.to_str().unwrap());
+
+    let (code, _, stderr) = auditrail(
+        &["verify", "--key", key, "/nonexistent/out.ndjson"],
+        None,
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("/nonexistent/out.ndjson: cannot read"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = auditrail(
+        &["verify", "--key", "/nonexistent/auditrail.pub", f],
+        None,
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/auditrail.pub"), "{stderr}");
+
+    std::fs::write(dir.path().join("bad.pub"), "{\"root\":\"abc\"}").unwrap();
+    let bad = dir.path().join("bad.pub");
+    let (code, _, stderr) = auditrail(&["verify", "--key", bad.to_str().unwrap(), f], None, &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("bad.pub") && stderr.contains("not an Ed25519 public key"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = auditrail(&["verify", "--key", key], None, &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("nothing to verify"), "{stderr}");
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, _, stderr) = auditrail(
+        &["verify", "--key", key, empty.to_str().unwrap()],
+        None,
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("holds no files"), "{stderr}");
+
+    let (code, _, _) = auditrail(&["verify", "--key", key, "--index", "x", f], None, &[]);
+    assert_eq!(code, 2, "--index needs --elasticsearch");
+    let (code, _, _) = auditrail(&["verify", f], None, &[]);
+    assert_eq!(code, 2, "--key is required");
+
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let (code, _, stderr) = auditrail(
+        &[
+            "verify",
+            "--key",
+            key,
+            "--elasticsearch",
+            &url,
+            "--index",
+            "audit",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(&format!("cannot reach {url}/audit/_search")),
+        "{stderr}"
+    );
+}
+
+// ---- OpenSearch (osmem-server) ----
+
+/// Whether a missing osmem-server must fail the test rather than skip it (CI and scripts/test.sh).
+fn required() -> bool {
+    [
+        "AUDITRAIL_REQUIRE_ROOT",
+        "AUDITRAIL_REQUIRE_OPENSEARCH",
+        "CI",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|x| !x.is_empty() && x != "0" && x != "false"))
+}
+
+fn osmem_path() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("OSMEM_SERVER_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let script = workspace_root().join("integration-tests/peers/opensearch/install");
+    let out = if script.exists() {
+        Command::new(&script).output()
+    } else {
+        Command::new("python3")
+            .args([
+                "-c",
+                "import osmem_server; print(osmem_server.resolve_binary())",
+            ])
+            .output()
+    }
+    .map_err(|e| e.to_string())?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if out.status.success() && path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "osmem-server not found (pip install osmem-server): {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_osmem() -> Option<Server> {
+    let bin = match osmem_path() {
+        Ok(b) => b,
+        Err(e) => {
+            assert!(
+                !required(),
+                "osmem-server is required here but missing: {e}"
+            );
+            println!("osmem-server not available, test not run: {e}");
+            return None;
+        }
+    };
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"])
+        .args(["-parent-pid", &std::process::id().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting osmem-server");
+    let mut server = Server { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(http("GET", port, "/", &[], b""), Ok((200, _))) {
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "osmem-server exited"
+        );
+        assert!(Instant::now() < deadline, "osmem-server not ready in 20s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(server)
+}
+
+/// Indexes `lines` into `index` with `_bulk` (`_id` = uid), in batches, and refreshes.
+fn bulk(port: u16, index: &str, lines: &[String], op: &str) {
+    for batch in lines.chunks(2000) {
+        let mut body = String::new();
+        for l in batch {
+            let uid = serde_json::from_str::<serde_json::Value>(l).unwrap()["uid"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            body.push_str(&serde_json::json!({ op: { "_index": index, "_id": uid } }).to_string());
+            body.push('\n');
+            body.push_str(l);
+            body.push('\n');
+        }
+        let (status, text) = http(
+            "POST",
+            port,
+            "/_bulk?refresh=true",
+            &[("Content-Type", "application/x-ndjson")],
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            text.contains("\"errors\":false"),
+            "{}",
+            &text[..text.len().min(2000)]
+        );
+    }
+}
+
+#[test]
+fn events_read_back_from_opensearch_verify_and_tampering_is_found() {
+    let Some(server) = start_osmem() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // More than two pages of the scroll.
+    let (a, b, public) = two_streams(dir.path(), 6000, 10);
+    // The events' `n` exceeds a `long`: keep the documents without indexing their fields.
+    for index in ["audit-2017", "audit-2018"] {
+        let body = br#"{"mappings":{"dynamic":false}}"#;
+        let (status, text) = http(
+            "PUT",
+            server.port,
+            &format!("/{index}"),
+            &[("Content-Type", "application/json")],
+            body,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{text}");
+    }
+    bulk(server.port, "audit-2017", &a.lines, "create");
+    bulk(server.port, "audit-2018", &b.lines, "create");
+    let key = public.to_str().unwrap();
+    // Credentials in the URL and an API key are sent; the test server accepts anything.
+    let url = format!("http://auditor:s3cret@127.0.0.1:{}", server.port);
+    let args = [
+        "verify",
+        "--json",
+        "--key",
+        key,
+        "--elasticsearch",
+        &url,
+        "--index",
+        "audit-*",
+    ];
+    let (code, stdout, stderr) = auditrail(&args, None, &[("AUDITRAIL_ES_API_KEY", "a2V5")]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let r = json(&stdout);
+    assert_eq!(stream(&r, "node-1/teleport")["verified"], a.lines.len());
+    assert_eq!(stream(&r, "node-1/local")["verified"], b.lines.len());
+    assert_eq!(stream(&r, "node-1/local")["unsealed"], 10);
+
+    // Someone with write access to the index changes a document (seq 100) and deletes another (seq 200).
+    let changed = a.lines[99].replace("\"login\":\"dba\"", "\"login\":\"root\"");
+    assert_ne!(changed, a.lines[99]);
+    bulk(server.port, "audit-2017", &[changed], "index");
+    let uid = serde_json::from_str::<serde_json::Value>(&a.lines[199]).unwrap()["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, text) = http(
+        "DELETE",
+        server.port,
+        &format!("/audit-2017/_doc/{uid}?refresh=true"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let (code, stdout, stderr) = auditrail(&args, None, &[]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let r = json(&stdout);
+    let s = stream(&r, "node-1/teleport");
+    assert_eq!(s["altered"], serde_json::json!([100]));
+    assert_eq!(s["gaps"], serde_json::json!([[200, 200]]));
+    assert!(
+        r["problems"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("audit-2017/_doc/"),
+        "problems name the document: {r}"
+    );
+
+    // Both sinks at once: the file copy fills the gap, the altered copy is still reported.
+    let file = dir.path().join("teleport.ndjson");
+    write_lines(&file, &a.lines);
+    let mut both = args.to_vec();
+    both.push(file.to_str().unwrap());
+    let (code, stdout, _) = auditrail(&both, None, &[]);
+    assert_eq!(code, 1);
+    let r = json(&stdout);
+    let s = stream(&r, "node-1/teleport");
+    assert_eq!(s["gaps"], serde_json::json!([]));
+    assert_eq!(s["altered"], serde_json::json!([100]));
+    assert_eq!(s["duplicates"], a.lines.len() - 2);
+
+    let (code, _, stderr) = auditrail(
+        &[
+            "verify",
+            "--key",
+            key,
+            "--elasticsearch",
+            &server_url(&server),
+            "--index",
+            "nope",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("cannot read index \"nope\"") && stderr.contains("404"),
+        "{stderr}"
+    );
+}
+
+fn server_url(s: &Server) -> String {
+    format!("http://127.0.0.1:{}", s.port)
+}

@@ -1,0 +1,298 @@
+//! `auditrail verify`: reads chained events back from where sinks put them (NDJSON files and directories,
+//! standard input, an Elasticsearch or OpenSearch index) and reports per stream what is intact and what was
+//! tampered with. The checks are [`auditrail_core::integrity::verify`]'s; this module reads inputs and prints.
+//!
+//! Exit status: 0 when everything is intact, 1 when anything was tampered with (or a line is unreadable), 2 on
+//! a usage or input error (a missing file, an unreadable key, an unreachable server).
+
+pub mod elasticsearch;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use auditrail_core::integrity::keys;
+use auditrail_core::integrity::verify::{Report, Verifier};
+
+/// How much of an input is read at once (whole lines of it are examined together, on every core).
+const CHUNK: usize = 8 << 20;
+/// A line longer than this is counted as unreadable and skipped.
+pub const MAX_LINE: usize = 64 << 20;
+/// Environment variable holding the Elasticsearch API key when `--es-api-key` is not given.
+pub const API_KEY_ENV: &str = "AUDITRAIL_ES_API_KEY";
+
+/// `auditrail verify`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// The auditors' public key file (`auditrail.pub`, made by `auditrail keygen`).
+    #[arg(long, value_name = "PUB")]
+    pub key: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also read the events from this Elasticsearch or OpenSearch (`http[s]://[user:pass@]host:port`).
+    #[arg(long, value_name = "URL", requires = "index")]
+    pub elasticsearch: Option<String>,
+    /// The index, alias or pattern to read with --elasticsearch.
+    #[arg(long, value_name = "INDEX", requires = "elasticsearch")]
+    pub index: Option<String>,
+    /// API key for --elasticsearch (sent as `Authorization: ApiKey …`); default: $AUDITRAIL_ES_API_KEY.
+    #[arg(long, value_name = "KEY", requires = "elasticsearch")]
+    pub es_api_key: Option<String>,
+    /// NDJSON files, or directories whose files (all of them, recursively, but hidden ones) are read;
+    /// `-` for standard input.
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+}
+
+/// Runs `auditrail verify` and prints the report; returns the exit status.
+pub fn main(args: VerifyArgs) -> ExitCode {
+    let report = match run(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer(&mut out, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        write!(out, "{report}")
+    };
+    if let Err(e) = written.and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: writing the report: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Verifies every input of `args`; an `Err` is a usage or input error, not a verdict.
+pub fn run(args: &VerifyArgs) -> anyhow::Result<Report> {
+    if args.inputs.is_empty() && args.elasticsearch.is_none() {
+        anyhow::bail!(
+            "nothing to verify: name NDJSON files or directories, `-` for standard input, or --elasticsearch URL --index INDEX"
+        );
+    }
+    let root = keys::load_public(&args.key).context("cannot use the --key file")?;
+    let mut verifier = Verifier::new(root);
+    let mut stdin_used = false;
+    for input in &args.inputs {
+        if input.as_os_str() == "-" {
+            anyhow::ensure!(!stdin_used, "`-` (standard input) is named twice");
+            stdin_used = true;
+            feed_reader(&mut verifier, std::io::stdin(), "-")
+                .context("cannot read standard input")?;
+        } else {
+            feed_path(&mut verifier, input)?;
+        }
+    }
+    if let (Some(url), Some(index)) = (&args.elasticsearch, &args.index) {
+        let api_key = args
+            .es_api_key
+            .clone()
+            .or_else(|| std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()));
+        elasticsearch::feed(&mut verifier, url, index, api_key.as_deref())?;
+    }
+    Ok(verifier.finish())
+}
+
+/// Feeds a file, or every file under a directory (sorted; hidden names skipped).
+pub fn feed_path(verifier: &mut Verifier, path: &Path) -> anyhow::Result<()> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    if !meta.is_dir() {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        return feed_reader(verifier, file, &path.display().to_string())
+            .with_context(|| format!("{}: cannot read", path.display()));
+    }
+    let mut files = Vec::new();
+    collect(path, &mut files)?;
+    anyhow::ensure!(
+        !files.is_empty(),
+        "{}: the directory holds no files to verify",
+        path.display()
+    );
+    files.sort();
+    for f in files {
+        let file =
+            std::fs::File::open(&f).with_context(|| format!("{}: cannot open", f.display()))?;
+        feed_reader(verifier, file, &f.display().to_string())
+            .with_context(|| format!("{}: cannot read", f.display()))?;
+    }
+    Ok(())
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
+    for e in entries {
+        let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let p = e.path();
+        let meta =
+            std::fs::metadata(&p).with_context(|| format!("{}: cannot read", p.display()))?;
+        if meta.is_dir() {
+            collect(&p, out)?;
+        } else if meta.is_file() {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Feeds NDJSON from `reader`, labelled `label` in messages. Reading runs on its own thread, one chunk ahead
+/// of the examination.
+pub fn feed_reader(
+    verifier: &mut Verifier,
+    reader: impl Read + Send,
+    label: &str,
+) -> std::io::Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(1);
+    std::thread::scope(|scope| {
+        let reading = scope.spawn(move || read_pieces(reader, &tx));
+        let mut line = 1u64;
+        for piece in rx {
+            match piece {
+                Piece::Lines(text) => line += verifier.feed_ndjson(&text, label, line),
+                Piece::TooLong(len) => {
+                    verifier.note_unreadable(
+                        label,
+                        line,
+                        &format!("a line of {len} bytes or more (the most is {MAX_LINE}); skipped"),
+                    );
+                    line += 1;
+                }
+            }
+        }
+        reading.join().expect("the reading thread does not panic")
+    })
+}
+
+enum Piece {
+    /// Whole lines (the last one may lack its `\n` at the end of the input).
+    Lines(Vec<u8>),
+    /// A line too long to examine, skipped; at least this long.
+    TooLong(usize),
+}
+
+fn read_pieces(
+    mut reader: impl Read,
+    tx: &std::sync::mpsc::SyncSender<Piece>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut filled = 0;
+    // Skipping the rest of an over-long line.
+    let mut skipping = false;
+    loop {
+        let n = match reader.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            if filled > 0 && !skipping {
+                buf.truncate(filled);
+                let _ = tx.send(Piece::Lines(buf));
+            }
+            return Ok(());
+        }
+        filled += n;
+        if skipping {
+            match memchr::memchr(b'\n', &buf[..filled]) {
+                None => {
+                    filled = 0;
+                    continue;
+                }
+                Some(p) => {
+                    buf.copy_within(p + 1..filled, 0);
+                    filled -= p + 1;
+                    skipping = false;
+                }
+            }
+        }
+        if filled < buf.len() {
+            continue;
+        }
+        match memchr::memrchr(b'\n', &buf[..filled]) {
+            Some(p) => {
+                let mut next = vec![0u8; CHUNK.max(filled - p - 1)];
+                next[..filled - p - 1].copy_from_slice(&buf[p + 1..filled]);
+                let rest = filled - p - 1;
+                buf.truncate(p + 1);
+                if tx.send(Piece::Lines(buf)).is_err() {
+                    return Ok(());
+                }
+                buf = next;
+                filled = rest;
+            }
+            None if buf.len() >= MAX_LINE => {
+                if tx.send(Piece::TooLong(filled)).is_err() {
+                    return Ok(());
+                }
+                filled = 0;
+                skipping = true;
+            }
+            None => buf.resize(buf.len() * 2, 0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(out.len()).min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn pieces_hold_whole_lines_and_long_lines_are_skipped() {
+        let long = "x".repeat(MAX_LINE + 10);
+        let input = format!("{{\"a\":1}}\n{long}\n{{\"b\":2}}\n{{\"c\":3}}");
+        let (tx, rx) = std::sync::mpsc::sync_channel(100);
+        let t = std::thread::spawn(move || {
+            let input = input;
+            read_pieces(Trickle(input.as_bytes(), 1 << 20), &tx).unwrap();
+        });
+        let mut lines = Vec::new();
+        let mut too_long = 0;
+        for p in rx {
+            match p {
+                Piece::Lines(text) => lines.extend(
+                    String::from_utf8(text)
+                        .unwrap()
+                        .lines()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>(),
+                ),
+                Piece::TooLong(n) => {
+                    assert!(n >= MAX_LINE);
+                    too_long += 1;
+                }
+            }
+        }
+        t.join().unwrap();
+        assert_eq!(too_long, 1);
+        assert_eq!(lines, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
+    }
+}
