@@ -455,16 +455,41 @@ batch = {{ timeout = "50ms" }}
         d = d.display()
     );
     let agent = Agent::start(d, &cfg, api);
+    let handled = |s: &str| {
+        agent.metric("auditrail_sink_events_total", &[("sink", s)])
+            + agent.metric("auditrail_sink_rejected_total", &[("sink", s)])
+    };
+    wait_for(Duration::from_secs(30), "the first events", || {
+        ["ds", "ecs", "keep"].iter().all(|s| handled(s) == N as f64)
+    });
+    // Then Teleport's port event: a plain `addr` after `addr.local` / `addr.remote` (Teleport's field order).
+    // The cluster expands the dotted names into an `addr` object, so as it is the document cannot be mapped.
+    let port_event = r#"{"event":"port","uid":"d-port","code":"T3003I","time":"2017-02-03T06:54:05Z","user":"alice","addr.local":"10.5.1.15:3022","addr.remote":"10.5.1.77:51234","addr":"127.0.0.1:5432"}"#;
+    writeln!(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.join("in/a.log"))
+            .unwrap(),
+        "{port_event}"
+    )
+    .unwrap();
     wait_for(Duration::from_secs(30), "every sink done", || {
         ["ds", "ecs", "keep"]
             .iter()
-            .all(|s| agent.metric("auditrail_sink_events_total", &[("sink", s)]) == N as f64)
+            .all(|s| handled(s) == (N + 1) as f64)
     });
+    // As it is, the port event cannot be mapped where `addr` is an object (Elasticsearch refuses it;
+    // osmem-server's answer for it varies), so only the ECS sink, whose template stores
+    // `teleport.audit.addr` unindexed, is sure to index it. None of the three loses it silently.
+    assert_eq!(
+        agent.metric("auditrail_sink_events_total", &[("sink", "ecs")]),
+        (N + 1) as f64
+    );
     let log = agent.log_text();
     assert!(agent.terminate(Duration::from_secs(30)).success());
 
     // Data stream: `@timestamp` in front, the event's own bytes after it.
-    assert_eq!(os.count("logs-teleport.audit-default"), N as u64);
+    assert!(os.count("logs-teleport.audit-default") >= N as u64);
     for i in [0, 1, 2, 3] {
         let line = es_event("d-", i);
         let got = source_of(&os, "logs-teleport.audit-default", &format!("d-{i}")).unwrap();
@@ -476,13 +501,15 @@ batch = {{ timeout = "50ms" }}
     }
 
     // ECS: searchable by ECS fields, the original verbatim under teleport.audit.
-    assert_eq!(os.count("ecs-*"), N as u64);
+    assert_eq!(os.count("ecs-*"), (N + 1) as u64);
     let q = |field: &str, value: &str| {
         let body = serde_json::json!({ "query": { "term": { field: value } }, "size": 100 });
         let v = os.json("POST", "/ecs-*/_search", &body.to_string());
         v["hits"]["total"]["value"].as_u64().unwrap()
     };
     assert_eq!(q("event.action", "session.start"), N as u64);
+    assert_eq!(q("event.action", "port"), 1);
+    assert_eq!(q("source.ip", "10.5.1.77"), 1);
     assert_eq!(q("event.id", "d-5"), 1);
     assert_eq!(q("user.name", "user5@example.com"), 1);
     assert_eq!(q("source.ip", "10.5.1.5"), 1);
@@ -513,7 +540,7 @@ batch = {{ timeout = "50ms" }}
         log.contains("exists with a different body; leaving it alone"),
         "{log}"
     );
-    assert_eq!(os.count("keep-*"), N as u64);
+    assert!(os.count("keep-*") >= N as u64);
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //!
 //! The template maps `time` / `@timestamp` as `date` and `uid`, `event`, `code`, `user`, `login`, `sid`,
 //! `server_id`, `cluster_name` and every `addr.*` field as `keyword` (with `schema = "ecs"`: the ECS fields,
-//! and the same Teleport fields under `teleport.audit`); everything else is mapped dynamically. Its `_meta`
+//! and the same Teleport fields under `teleport.audit`, where `addr` is stored but not indexed, see
+//! [`ecs_properties`]); everything else is mapped dynamically. Its `_meta`
 //! holds a fingerprint of the body: a template of the same name that carries exactly this fingerprint is ours
 //! and up to date; any other is left alone with a warning (someone changed it on purpose, or another
 //! auditrail version wrote it).
@@ -55,8 +56,13 @@ fn teleport_properties(with_timestamp: bool) -> Value {
     p
 }
 
-/// The ECS fields the ECS encoding writes.
+/// The ECS fields the ECS encoding writes. Under `teleport.audit`, `addr` is kept but not indexed: Teleport's
+/// `port` events hold both a plain `addr` and `addr.local` / `addr.remote`, which the cluster expands into an
+/// `addr` object, so the document would conflict with itself; the addresses are searchable as `source.*` and
+/// `destination.*` instead.
 fn ecs_properties() -> Value {
+    let mut teleport_audit = teleport_properties(false);
+    teleport_audit["addr"] = json!({ "type": "object", "enabled": false });
     let endpoint = || json!({ "properties": { "address": keyword(), "ip": { "type": "ip" }, "port": { "type": "long" } } });
     json!({
         "@timestamp": date(),
@@ -76,7 +82,7 @@ fn ecs_properties() -> Value {
             "pid": { "type": "long" }, "exit_code": { "type": "long" },
             "parent": { "properties": { "pid": { "type": "long" } } } } },
         "file": { "properties": { "path": keyword() } },
-        "teleport": { "properties": { "audit": { "type": "object", "dynamic": true, "properties": teleport_properties(false) } } },
+        "teleport": { "properties": { "audit": { "type": "object", "dynamic": true, "properties": teleport_audit } } },
     })
 }
 
@@ -86,22 +92,16 @@ pub fn body(config: &ElasticsearchSinkConfig, pattern: &str) -> Value {
         Schema::Teleport => teleport_properties(true),
         Schema::Ecs => ecs_properties(),
     };
-    let addr_path = match config.encoding.schema {
-        Schema::Teleport => "addr.*",
-        Schema::Ecs => "teleport.audit.addr.*",
-    };
+    let mut mappings = json!({ "dynamic": true, "properties": properties });
+    if config.encoding.schema == Schema::Teleport {
+        mappings["dynamic_templates"] = json!([
+            { "addr_as_keyword": { "path_match": "addr.*", "mapping": keyword() } }
+        ]);
+    }
     let mut body = json!({
         "index_patterns": [pattern],
         "priority": 200,
-        "template": {
-            "mappings": {
-                "dynamic": true,
-                "dynamic_templates": [
-                    { "addr_as_keyword": { "path_match": addr_path, "mapping": keyword() } }
-                ],
-                "properties": properties,
-            }
-        },
+        "template": { "mappings": mappings },
     });
     if config.mode == Mode::DataStream {
         body["data_stream"] = json!({});
@@ -210,6 +210,10 @@ mod tests {
         assert_eq!(
             p["teleport"]["properties"]["audit"]["properties"]["uid"]["type"],
             "keyword"
+        );
+        assert_eq!(
+            p["teleport"]["properties"]["audit"]["properties"]["addr"],
+            json!({ "type": "object", "enabled": false })
         );
     }
 
