@@ -51,9 +51,12 @@ pub(crate) fn examine<'a>(line: &'a [u8], scratch: &mut Vec<u8>) -> Examined<'a>
     if text.is_empty() {
         return Examined::Blank;
     }
-    let top = match scan_top(text) {
-        Ok(t) => t,
-        Err(e) => return Examined::Unreadable(format!("not a JSON object: {e}")),
+    let top = match fast_top(text) {
+        Some(t) => t,
+        None => match scan_top(text) {
+            Ok(t) => t,
+            Err(e) => return Examined::Unreadable(format!("not a JSON object: {e}")),
+        },
     };
     let Some((start, end)) = top.chain else {
         // No chain field: still it must be a JSON object to be an event at all.
@@ -215,6 +218,46 @@ struct Top {
     chain_members: u32,
     /// `event` is `"auditrail.seal"`.
     is_seal: bool,
+}
+
+/// The common case without a walk over the members: the chain field last, as the agent writes it, and no
+/// backslash before it. Without escapes every quote delimits a string and every name is spelled literally, so
+/// one search from the end finds the field (a name, since a colon follows; top-level, since the closing brace
+/// after its value ends the text), a search of the rest rules out a second one, and a seal would have to
+/// contain `auditrail.seal` literally. Anything else (escapes, another layout, a possible seal) returns `None`
+/// and takes the walk. A text that is not valid JSON passes here only to fail the digest.
+fn fast_top(s: &[u8]) -> Option<Top> {
+    use std::sync::OnceLock;
+    static NAME: OnceLock<(
+        memchr::memmem::FinderRev<'static>,
+        memchr::memmem::Finder<'static>,
+    )> = OnceLock::new();
+    static SEAL: OnceLock<memchr::memmem::Finder<'static>> = OnceLock::new();
+    const QUOTED: &[u8] = b"\"auditrail.integrity\":";
+    let (last, any) = NAME.get_or_init(|| {
+        (
+            memchr::memmem::FinderRev::new(QUOTED),
+            memchr::memmem::Finder::new(&QUOTED[..QUOTED.len() - 1]),
+        )
+    });
+    let at = last.rfind(s)?;
+    let (before, value) = (&s[..at], &s[at + QUOTED.len()..]);
+    let value = value.strip_suffix(b"}")?;
+    if before.last() != Some(&b',') || !value.starts_with(b"{") || !value.ends_with(b"\"}") {
+        return None;
+    }
+    if memchr::memchr(b'\\', s).is_some() || any.find(before).is_some() {
+        return None;
+    }
+    let seal = SEAL.get_or_init(|| memchr::memmem::Finder::new(SEAL_EVENT.as_bytes()));
+    if seal.find(before).is_some() {
+        return None;
+    }
+    Some(Top {
+        chain: Some((at + QUOTED.len(), s.len() - 1)),
+        chain_members: 1,
+        is_seal: false,
+    })
 }
 
 /// Walks the members of the object `s` without decoding values. It accepts every valid JSON object (and
@@ -502,6 +545,38 @@ mod tests {
         assert!(decode_hash(&[b'g'; 64]).is_none());
         assert!(decode_hash(&[b'0'; 63]).is_none());
         assert!(parse_field_fast(br#"{"stream":"s","seq":01,"prev":"00","hash":"00"}"#).is_none());
+    }
+
+    #[test]
+    fn the_shortcut_agrees_with_the_walk() {
+        let plain = chained(
+            r#"{"event":"x","uid":"1","o":{"a":[1,2]}}"#,
+            "n/s",
+            3,
+            [1; 32],
+        );
+        let fast = fast_top(&plain).expect("the agent's layout without escapes");
+        let walk = scan_top(&plain).unwrap();
+        assert_eq!(
+            (fast.chain, fast.chain_members, fast.is_seal),
+            (walk.chain, 1, false)
+        );
+        // Escapes, a second field, a possible seal, another layout: all take the walk.
+        let escaped = chained(r#"{"event":"x","cmd":"a \u003c b"}"#, "n/s", 3, [1; 32]);
+        assert!(fast_top(&escaped).is_none());
+        let text = String::from_utf8(plain.clone()).unwrap();
+        assert!(fast_top(
+            text.replacen("{", "{\"auditrail.integrity\":1,", 1)
+                .as_bytes()
+        )
+        .is_none());
+        assert!(fast_top(text.replacen("\"x\"", "\"auditrail.seal\"", 1).as_bytes()).is_none());
+        assert!(fast_top(format!("{text} ").as_bytes()).is_none());
+        assert!(fast_top(text.replace(",\"auditrail", ", \"auditrail").as_bytes()).is_none());
+        let Examined::Chained(c) = ex(&plain) else {
+            panic!()
+        };
+        assert!(c.valid);
     }
 
     #[test]
