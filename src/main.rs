@@ -137,6 +137,23 @@ fn keygen(dir: &Path) -> anyhow::Result<()> {
 
 fn validate(path: &Path) -> anyhow::Result<()> {
     let config = load(Some(path))?;
+    // The key is checked as the agent will read it: a loose or wrong key file fails here, not at start.
+    if let Some(i) = &config.integrity {
+        if i.key.exists() {
+            let key = auditrail_core::integrity::keys::EpochKey::load(&i.key)?;
+            println!(
+                "integrity: key {} (epoch {}), streams named {}/<source>",
+                i.key.display(),
+                key.epoch,
+                i.node_id()
+            );
+        } else {
+            println!(
+                "integrity: key {} does not exist yet; the agent creates it (and its .pub) at the first start",
+                i.key.display()
+            );
+        }
+    }
     println!(
         "{}: ok ({} sources, {} sinks)",
         path.display(),

@@ -563,3 +563,60 @@ seal_events = 1000
     assert_eq!(code, 1, "{report}");
     assert_eq!(seqs(&stream(&report, "node-1/a")["altered"]), vec![seq]);
 }
+
+#[test]
+fn validate_checks_the_key_and_the_integrity_table() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write = |extra: &str| {
+        let path = d.join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "data_dir = \"{d}/data\"\n[sources.a]\ntype = \"file\"\ninclude = [\"{d}/*.log\"]\n[sinks.o]\ntype = \"blackhole\"\ninputs = [\"a\"]\n[integrity]\nkey = \"{d}/k/auditrail.key\"\n{extra}",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        Command::new(binary())
+            .args(["validate", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = write("");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("does not exist yet"));
+    let out = write("seal_events = 0\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[integrity] `seal_events`: must be at least 1"),
+        "{err}"
+    );
+    let out = write("seal_intervall = \"1s\"\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("seal_intervall") && err.contains("seal_interval"),
+        "{err}"
+    );
+    let out = Command::new(binary())
+        .args(["keygen", "--out"])
+        .arg(d.join("k"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = write("");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(epoch 0)"));
+    std::fs::set_permissions(
+        d.join("k/auditrail.key"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let out = write("");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+}
