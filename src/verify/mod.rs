@@ -154,19 +154,23 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// Feeds NDJSON from `reader`, labelled `label` in messages. Reading runs on its own thread, one chunk ahead
-/// of the examination.
+/// of the examination; the two buffers go back and forth, so nothing is allocated per chunk.
 pub fn feed_reader(
     verifier: &mut Verifier,
     reader: impl Read + Send,
     label: &str,
 ) -> std::io::Result<()> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(1);
+    let (give_back, take_back) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| {
-        let reading = scope.spawn(move || read_pieces(reader, &tx));
+        let reading = scope.spawn(move || read_pieces(reader, &tx, &take_back));
         let mut line = 1u64;
         for piece in rx {
             match piece {
-                Piece::Lines(text) => line += verifier.feed_ndjson(&text, label, line),
+                Piece::Lines(buf, len) => {
+                    line += verifier.feed_ndjson(&buf[..len], label, line);
+                    let _ = give_back.send(buf);
+                }
                 Piece::TooLong(len) => {
                     verifier.note_unreadable(
                         label,
@@ -182,8 +186,8 @@ pub fn feed_reader(
 }
 
 enum Piece {
-    /// Whole lines (the last one may lack its `\n` at the end of the input).
-    Lines(Vec<u8>),
+    /// A buffer whose first bytes are whole lines (the last one may lack its `\n` at the end of the input).
+    Lines(Vec<u8>, usize),
     /// A line too long to examine, skipped; at least this long.
     TooLong(usize),
 }
@@ -191,8 +195,17 @@ enum Piece {
 fn read_pieces(
     mut reader: impl Read,
     tx: &std::sync::mpsc::SyncSender<Piece>,
+    returned: &std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; CHUNK];
+    // A buffer back from the examination, or a new one; its old contents are overwritten, not cleared.
+    let fresh = |at_least: usize| -> Vec<u8> {
+        let mut b = returned.try_recv().unwrap_or_default();
+        if b.len() < at_least.max(CHUNK) {
+            b.resize(at_least.max(CHUNK), 0);
+        }
+        b
+    };
+    let mut buf = fresh(0);
     let mut filled = 0;
     // Skipping the rest of an over-long line.
     let mut skipping = false;
@@ -204,8 +217,7 @@ fn read_pieces(
         };
         if n == 0 {
             if filled > 0 && !skipping {
-                buf.truncate(filled);
-                let _ = tx.send(Piece::Lines(buf));
+                let _ = tx.send(Piece::Lines(buf, filled));
             }
             return Ok(());
         }
@@ -228,24 +240,23 @@ fn read_pieces(
         }
         match memchr::memrchr(b'\n', &buf[..filled]) {
             Some(p) => {
-                let mut next = vec![0u8; CHUNK.max(filled - p - 1)];
-                next[..filled - p - 1].copy_from_slice(&buf[p + 1..filled]);
                 let rest = filled - p - 1;
-                buf.truncate(p + 1);
-                if tx.send(Piece::Lines(buf)).is_err() {
+                let mut next = fresh(rest + CHUNK);
+                next[..rest].copy_from_slice(&buf[p + 1..filled]);
+                if tx.send(Piece::Lines(buf, p + 1)).is_err() {
                     return Ok(());
                 }
                 buf = next;
                 filled = rest;
             }
-            None if buf.len() >= MAX_LINE => {
+            None if filled >= MAX_LINE => {
                 if tx.send(Piece::TooLong(filled)).is_err() {
                     return Ok(());
                 }
                 filled = 0;
                 skipping = true;
             }
-            None => buf.resize(buf.len() * 2, 0),
+            None => buf.resize((buf.len() * 2).min(MAX_LINE), 0),
         }
     }
 }
@@ -272,14 +283,15 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::sync_channel(100);
         let t = std::thread::spawn(move || {
             let input = input;
-            read_pieces(Trickle(input.as_bytes(), 1 << 20), &tx).unwrap();
+            let (_keep, returned) = std::sync::mpsc::channel();
+            read_pieces(Trickle(input.as_bytes(), 1 << 20), &tx, &returned).unwrap();
         });
         let mut lines = Vec::new();
         let mut too_long = 0;
         for p in rx {
             match p {
-                Piece::Lines(text) => lines.extend(
-                    String::from_utf8(text)
+                Piece::Lines(text, len) => lines.extend(
+                    String::from_utf8(text[..len].to_vec())
                         .unwrap()
                         .lines()
                         .map(str::to_string)

@@ -51,12 +51,12 @@ pub(crate) fn examine<'a>(line: &'a [u8], scratch: &mut Vec<u8>) -> Examined<'a>
     if text.is_empty() {
         return Examined::Blank;
     }
-    let top = match fast_top(text) {
-        Some(t) => t,
-        None => match scan_top(text) {
-            Ok(t) => t,
-            Err(e) => return Examined::Unreadable(format!("not a JSON object: {e}")),
-        },
+    if let Some(field) = fast_field(text) {
+        return chained(text, field, false, scratch);
+    }
+    let top = match scan_top(text) {
+        Ok(t) => t,
+        Err(e) => return Examined::Unreadable(format!("not a JSON object: {e}")),
     };
     let Some((start, end)) = top.chain else {
         // No chain field: still it must be a JSON object to be an event at all.
@@ -75,6 +75,16 @@ pub(crate) fn examine<'a>(line: &'a [u8], scratch: &mut Vec<u8>) -> Examined<'a>
         Ok(f) => f,
         Err(e) => return Examined::Unreadable(format!("malformed \"{FIELD}\" field: {e}")),
     };
+    chained(text, field, top.is_seal, scratch)
+}
+
+/// The result for a chained line whose field was read.
+fn chained<'a>(
+    text: &'a [u8],
+    field: Field<'a>,
+    is_seal: bool,
+    scratch: &mut Vec<u8>,
+) -> Examined<'a> {
     let (valid, body_error) = match content_digest(text, scratch) {
         Ok(digest) => (
             link(&field.stream, field.seq, &field.prev, &digest) == field.hash,
@@ -82,7 +92,7 @@ pub(crate) fn examine<'a>(line: &'a [u8], scratch: &mut Vec<u8>) -> Examined<'a>
         ),
         Err(e) => (false, Some(e.to_string())),
     };
-    let seal = if top.is_seal {
+    let seal = if is_seal {
         match Seal::from_event(text) {
             Ok(Some(s)) => Some(Box::new(Ok(s))),
             Ok(None) => None,
@@ -220,43 +230,56 @@ struct Top {
     is_seal: bool,
 }
 
-/// The common case without a walk over the members: the chain field last, as the agent writes it, and no
-/// backslash before it. Without escapes every quote delimits a string and every name is spelled literally, so
-/// one search from the end finds the field (a name, since a colon follows; top-level, since the closing brace
-/// after its value ends the text), a search of the rest rules out a second one, and a seal would have to
-/// contain `auditrail.seal` literally. Anything else (escapes, another layout, a possible seal) returns `None`
-/// and takes the walk. A text that is not valid JSON passes here only to fail the digest.
-fn fast_top(s: &[u8]) -> Option<Top> {
+/// The common case, without a walk over the members: the chain field last, exactly as the agent writes it,
+/// and no backslash anywhere. Without escapes every quote delimits a string and every name is spelled
+/// literally, so the field is read from the end at fixed offsets (a name, since a colon follows; top-level,
+/// since the closing brace after its value ends the text), a search of the rest rules out a second one, and
+/// a seal would have to contain `auditrail.seal` literally. Anything else (escapes, another layout, a
+/// possible seal) returns `None` and takes the walk. A text that is not valid JSON passes here only to fail
+/// the digest.
+fn fast_field(s: &[u8]) -> Option<Field<'_>> {
     use std::sync::OnceLock;
-    static NAME: OnceLock<(
-        memchr::memmem::FinderRev<'static>,
+    static FINDERS: OnceLock<(
+        memchr::memmem::Finder<'static>,
         memchr::memmem::Finder<'static>,
     )> = OnceLock::new();
-    static SEAL: OnceLock<memchr::memmem::Finder<'static>> = OnceLock::new();
-    const QUOTED: &[u8] = b"\"auditrail.integrity\":";
-    let (last, any) = NAME.get_or_init(|| {
+    fn cut<'a>(s: &'a [u8], suffix: &[u8]) -> Option<&'a [u8]> {
+        s.strip_suffix(suffix)
+    }
+    fn hex_tail(s: &[u8]) -> Option<(&[u8], Hash)> {
+        let at = s.len().checked_sub(64)?;
+        Some((&s[..at], decode_hash(&s[at..])?))
+    }
+    let (rest, hash) = hex_tail(cut(s, b"\"}}")?)?;
+    let (rest, prev) = hex_tail(cut(rest, b"\",\"hash\":\"")?)?;
+    let rest = cut(rest, b",\"prev\":\"")?;
+    let digits = rest.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let (rest, seq) = rest.split_at(rest.len() - digits);
+    if digits == 0 || digits > 19 || (digits > 1 && seq[0] == b'0') {
+        return None;
+    }
+    let seq: u64 = std::str::from_utf8(seq).ok()?.parse().ok()?;
+    let rest = cut(cut(rest, b",\"seq\":")?, b"\"")?;
+    let open = memchr::memrchr(b'"', rest)?;
+    let stream = std::str::from_utf8(&rest[open + 1..]).ok()?;
+    let before = cut(&rest[..=open], b",\"auditrail.integrity\":{\"stream\":\"")?;
+    if seq == 0 || memchr::memchr(b'\\', s).is_some() {
+        return None;
+    }
+    let (field, seal) = FINDERS.get_or_init(|| {
         (
-            memchr::memmem::FinderRev::new(QUOTED),
-            memchr::memmem::Finder::new(&QUOTED[..QUOTED.len() - 1]),
+            memchr::memmem::Finder::new(b"\"auditrail.integrity\""),
+            memchr::memmem::Finder::new(SEAL_EVENT.as_bytes()),
         )
     });
-    let at = last.rfind(s)?;
-    let (before, value) = (&s[..at], &s[at + QUOTED.len()..]);
-    let value = value.strip_suffix(b"}")?;
-    if before.last() != Some(&b',') || !value.starts_with(b"{") || !value.ends_with(b"\"}") {
+    if field.find(before).is_some() || seal.find(before).is_some() {
         return None;
     }
-    if memchr::memchr(b'\\', s).is_some() || any.find(before).is_some() {
-        return None;
-    }
-    let seal = SEAL.get_or_init(|| memchr::memmem::Finder::new(SEAL_EVENT.as_bytes()));
-    if seal.find(before).is_some() {
-        return None;
-    }
-    Some(Top {
-        chain: Some((at + QUOTED.len(), s.len() - 1)),
-        chain_members: 1,
-        is_seal: false,
+    Some(Field {
+        stream: Cow::Borrowed(stream),
+        seq,
+        prev,
+        hash,
     })
 }
 
@@ -411,7 +434,7 @@ fn skip_value(s: &[u8], mut i: usize) -> Result<usize, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::integrity::chain::{append_member, Integrity, GENESIS};
+    use crate::integrity::chain::{append_member, read_field, Integrity, GENESIS};
 
     fn chained(body: &str, stream: &str, seq: u64, prev: Hash) -> Vec<u8> {
         let d = content_digest(body.as_bytes(), &mut Vec::new()).unwrap();
@@ -555,24 +578,36 @@ mod tests {
             3,
             [1; 32],
         );
-        let fast = fast_top(&plain).expect("the agent's layout without escapes");
-        let walk = scan_top(&plain).unwrap();
+        let fast = fast_field(&plain).expect("the agent's layout without escapes");
+        let v = serde_json::from_slice::<serde_json::Value>(&plain).unwrap();
+        let walk = read_field(&plain).unwrap();
         assert_eq!(
-            (fast.chain, fast.chain_members, fast.is_seal),
-            (walk.chain, 1, false)
+            (fast.stream.as_ref(), fast.seq, fast.prev, fast.hash),
+            ("n/s", 3, walk.prev, walk.hash)
         );
+        assert_eq!(v[FIELD]["seq"], 3);
         // Escapes, a second field, a possible seal, another layout: all take the walk.
         let escaped = chained(r#"{"event":"x","cmd":"a \u003c b"}"#, "n/s", 3, [1; 32]);
-        assert!(fast_top(&escaped).is_none());
+        assert!(fast_field(&escaped).is_none());
         let text = String::from_utf8(plain.clone()).unwrap();
-        assert!(fast_top(
-            text.replacen("{", "{\"auditrail.integrity\":1,", 1)
-                .as_bytes()
-        )
-        .is_none());
-        assert!(fast_top(text.replacen("\"x\"", "\"auditrail.seal\"", 1).as_bytes()).is_none());
-        assert!(fast_top(format!("{text} ").as_bytes()).is_none());
-        assert!(fast_top(text.replace(",\"auditrail", ", \"auditrail").as_bytes()).is_none());
+        for other in [
+            text.replacen("{", "{\"auditrail.integrity\":1,", 1),
+            text.replacen("\"x\"", "\"auditrail.seal\"", 1),
+            format!("{text} "),
+            text.replace(",\"auditrail", ", \"auditrail"),
+            text.replace("\"seq\":3", "\"seq\":03"),
+            text.replace("\"seq\":3", "\"seq\":0"),
+        ] {
+            assert!(fast_field(other.as_bytes()).is_none(), "{other}");
+        }
+        // Not JSON before a good field: the shortcut reads the field, the digest refuses the content.
+        let headless = text.replacen("{", "", 1);
+        assert!(fast_field(headless.as_bytes()).is_some());
+        let Examined::Chained(c) = ex(headless.as_bytes()) else {
+            panic!()
+        };
+        assert!(!c.valid && c.body_error.is_some());
+        assert!(fast_field(b"\"}}").is_none());
         let Examined::Chained(c) = ex(&plain) else {
             panic!()
         };
