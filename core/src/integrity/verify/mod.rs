@@ -30,6 +30,7 @@ mod slots;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ed25519_dalek::VerifyingKey;
 
@@ -46,6 +47,8 @@ pub const MAX_PROBLEMS: usize = 50;
 
 /// Below this many lines, one thread examines them all.
 const PARALLEL_MIN: usize = 256;
+/// Parts per thread that the lines of one feed are cut into.
+const PARTS_PER_THREAD: usize = 8;
 
 /// One line to verify and where it came from.
 #[derive(Clone, Copy, Debug)]
@@ -148,6 +151,10 @@ impl Verifier {
     }
 
     /// Feeds many lines, examining them on every core; what they show is recorded in their order.
+    ///
+    /// The lines are cut into parts several times more numerous than the threads; every thread, this one
+    /// included, takes the next part when it is done with one, and this thread records finished parts in
+    /// order between its own, so that no core waits for a slow half or for the recording.
     pub fn feed_items(&mut self, items: &[Item<'_>]) {
         let threads = self.threads.min(items.len() / PARALLEL_MIN).max(1);
         if threads == 1 {
@@ -157,40 +164,55 @@ impl Verifier {
             }
             return;
         }
-        let per = items.len().div_ceil(threads);
-        let results: Vec<Vec<Examined<'_>>> = std::thread::scope(|scope| {
-            let mut parts = items.chunks(per);
-            let first = parts.next().unwrap_or_default();
-            let handles: Vec<_> = parts
-                .map(|part| {
-                    scope.spawn(move || {
-                        let mut scratch = Vec::with_capacity(4096);
-                        part.iter()
-                            .map(|it| examine(it.text, &mut scratch))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            let mut all = Vec::with_capacity(threads);
-            let scratch = &mut self.scratch;
-            all.push(
-                first
-                    .iter()
-                    .map(|it| examine(it.text, scratch))
-                    .collect::<Vec<_>>(),
-            );
-            all.extend(
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("examining a line never panics")),
-            );
-            all
-        });
-        for (part, exs) in items.chunks(per).zip(results) {
-            for (item, ex) in part.iter().zip(exs) {
-                self.merge(ex, item);
+        let per = items.len().div_ceil(threads * PARTS_PER_THREAD);
+        let parts: Vec<&[Item<'_>]> = items.chunks(per).collect();
+        let next = AtomicUsize::new(0);
+        let take = || {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            (i < parts.len()).then_some(i)
+        };
+        let examine_part = |i: usize, scratch: &mut Vec<u8>| -> Vec<Examined<'_>> {
+            parts[i]
+                .iter()
+                .map(|it| examine(it.text, scratch))
+                .collect()
+        };
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<Examined<'_>>)>();
+            for _ in 1..threads {
+                let tx = tx.clone();
+                let (take, examine_part) = (&take, &examine_part);
+                scope.spawn(move || {
+                    let mut scratch = Vec::with_capacity(4096);
+                    while let Some(i) = take() {
+                        if tx.send((i, examine_part(i, &mut scratch))).is_err() {
+                            return;
+                        }
+                    }
+                });
             }
-        }
+            drop(tx);
+            let mut done: BTreeMap<usize, Vec<Examined<'_>>> = BTreeMap::new();
+            let mut scratch = std::mem::take(&mut self.scratch);
+            let mut recorded = 0;
+            while recorded < parts.len() {
+                while let Ok((i, exs)) = rx.try_recv() {
+                    done.insert(i, exs);
+                }
+                if let Some(exs) = done.remove(&recorded) {
+                    for (item, ex) in parts[recorded].iter().zip(exs) {
+                        self.merge(ex, item);
+                    }
+                    recorded += 1;
+                } else if let Some(i) = take() {
+                    done.insert(i, examine_part(i, &mut scratch));
+                } else {
+                    let (i, exs) = rx.recv().expect("a part is still being examined");
+                    done.insert(i, exs);
+                }
+            }
+            self.scratch = scratch;
+        });
     }
 
     /// Counts a line that could not even be handed over (too long, a document without its source) as
