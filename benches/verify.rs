@@ -218,6 +218,8 @@ fn main() {
         library(&text, &root, n, 1);
         library(&text, &root, n, 0);
     }
+    // The children's max RSS would count this process's pages (they are forked from it) while it holds the text.
+    drop(text);
     if only != "library" {
         cli(&binary(), &public, &file, n);
     }
