@@ -68,19 +68,40 @@ struct Parser<'a> {
     s: &'a [u8],
     i: usize,
     /// Members of the objects being written, innermost last (one allocation for the whole text).
-    members: Vec<Member<'a>>,
+    members: Vec<Member>,
 }
 
-/// One object member found while scanning: its decoded name and where its value sits.
-struct Member<'a> {
-    name: Cow<'a, str>,
-    value: (usize, usize),
-    /// A string value, decoded during the scan so it is not read twice.
-    string: Option<Cow<'a, str>>,
+/// One object member found while scanning: where its name and value sit, and what the scan learnt of them.
+/// Kept small and plain (no decoded strings) because sorting moves it around.
+#[derive(Clone, Copy)]
+struct Member {
+    /// The name's first 8 bytes, big-endian and zero-padded: most comparisons end here.
+    key: u64,
+    /// The name's contents (between the quotes).
+    name: (u32, u32),
+    /// The value, quotes included for a string.
+    value: (u32, u32),
+    /// Whether the name has escapes or non-ASCII characters (then it is decoded to be ordered).
+    name_slow: bool,
+    /// 0: a string without escapes, 1: a string with escapes, 2: anything else.
+    value_kind: u8,
+}
+
+fn key_of(name: &[u8]) -> u64 {
+    if let Some(first) = name.first_chunk::<8>() {
+        return u64::from_be_bytes(*first);
+    }
+    // Built in a register: copying a short slice into an array and loading it stalls on store forwarding.
+    let mut k = 0u64;
+    for &b in name {
+        k = (k << 8) | b as u64;
+    }
+    k.checked_shl(8 * (8 - name.len() as u32)).unwrap_or(0)
 }
 
 /// Writes a string [`Parser::string`] returned: a borrowed one had no escapes in valid JSON, so it holds no
 /// quote, backslash or control character and its canonical form is its own bytes.
+#[allow(clippy::ptr_arg)] // the variant tells whether the text can be copied as it is
 fn write_decoded(s: &Cow<'_, str>, out: &mut Vec<u8>) {
     match s {
         Cow::Borrowed(b) => {
@@ -168,20 +189,26 @@ impl<'a> Parser<'a> {
                 if self.peek() != Some(b'"') {
                     return Err(self.err("expected a member name"));
                 }
-                let name = self.string()?;
+                let name_start = self.i + 1;
+                let escaped = self.scan_string()?;
+                let name = (name_start as u32, (self.i - 1) as u32);
+                let name_bytes = &self.s[name.0 as usize..name.1 as usize];
+                let name_slow = escaped || !name_bytes.is_ascii();
                 self.expect(b':', "expected ':' after a member name")?;
                 self.ws();
                 let start = self.i;
-                let string = if self.peek() == Some(b'"') {
-                    Some(self.string()?)
+                let value_kind = if self.peek() == Some(b'"') {
+                    u8::from(self.scan_string()?)
                 } else {
                     self.skip_value(depth)?;
-                    None
+                    2
                 };
                 self.members.push(Member {
+                    key: key_of(name_bytes),
                     name,
-                    value: (start, self.i),
-                    string,
+                    value: (start as u32, self.i as u32),
+                    name_slow,
+                    value_kind,
                 });
                 self.ws();
                 match self.peek() {
@@ -194,10 +221,19 @@ impl<'a> Parser<'a> {
                 }
             }
         }
+        let end = self.i;
+        let text = self.s;
+        let raw = |r: (u32, u32)| &text[r.0 as usize..r.1 as usize];
         if let Some(skip) = skip {
             let mut n = base;
             while n < self.members.len() {
-                if self.members[n].name == skip {
+                let m = self.members[n];
+                let is_skip = if m.name_slow {
+                    self.decode_at(m.name.0 as usize - 1)? == skip
+                } else {
+                    raw(m.name) == skip.as_bytes()
+                };
+                if is_skip {
                     self.members.remove(n);
                 } else {
                     n += 1;
@@ -205,34 +241,107 @@ impl<'a> Parser<'a> {
             }
         }
         let members = &mut self.members[base..];
-        // Names are compared as UTF-16 code units (RFC 8785 §3.2.3); for the ASCII names of real events that is
-        // byte order, which is the cheap comparison.
-        if members.iter().all(|m| m.name.is_ascii()) {
-            members.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        // Names are ordered by their UTF-16 code units (RFC 8785 §3.2.3); for plain ASCII names, the usual case,
+        // that is byte order, compared 8 bytes at a time. Ties (duplicate names) keep their order.
+        if members.iter().all(|m| !m.name_slow) {
+            members.sort_unstable_by(|a, b| {
+                a.key
+                    .cmp(&b.key)
+                    .then_with(|| raw(a.name).cmp(raw(b.name)))
+                    .then(a.value.0.cmp(&b.value.0))
+            });
         } else {
-            members.sort_by(|a, b| a.name.encode_utf16().cmp(b.name.encode_utf16()));
+            let mut decoded: Vec<(Vec<u16>, Member)> = Vec::with_capacity(members.len());
+            for m in members.iter() {
+                let mut p = Parser {
+                    s: text,
+                    i: m.name.0 as usize - 1,
+                    members: Vec::new(),
+                };
+                decoded.push((p.string()?.encode_utf16().collect(), *m));
+            }
+            decoded.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.value.0.cmp(&b.1.value.0)));
+            for (slot, (_, m)) in members.iter_mut().zip(decoded) {
+                *slot = m;
+            }
         }
         out.push(b'{');
-        let end = self.i;
         let count = self.members.len() - base;
         for n in 0..count {
             if n > 0 {
                 out.push(b',');
             }
-            let m = &self.members[base + n];
-            write_decoded(&m.name, out);
-            out.push(b':');
-            if let Some(v) = &m.string {
-                write_decoded(v, out);
-                continue;
+            let m = self.members[base + n];
+            if m.name_slow {
+                let name = self.decode_at(m.name.0 as usize - 1)?;
+                write_string(&name, out);
+            } else {
+                out.push(b'"');
+                out.extend_from_slice(raw(m.name));
+                out.push(b'"');
             }
-            self.i = m.value.0;
-            self.value(out, depth)?;
+            out.push(b':');
+            match m.value_kind {
+                // Without escapes, a valid JSON string's bytes are its canonical form, quotes included.
+                0 => out.extend_from_slice(raw(m.value)),
+                1 => {
+                    let v = self.decode_at(m.value.0 as usize)?;
+                    write_string(&v, out);
+                }
+                _ => {
+                    self.i = m.value.0 as usize;
+                    self.value(out, depth)?;
+                }
+            }
         }
         self.members.truncate(base);
         self.i = end;
         out.push(b'}');
         Ok(())
+    }
+
+    /// Decodes the string whose opening quote is at `at`, leaving the position as it was.
+    fn decode_at(&mut self, at: usize) -> Result<Cow<'a, str>, CanonicalError> {
+        let save = self.i;
+        self.i = at;
+        let s = self.string();
+        self.i = save;
+        s
+    }
+
+    /// Moves past a string (at its opening quote) and tells whether it has escapes.
+    fn scan_string(&mut self) -> Result<bool, CanonicalError> {
+        self.i += 1;
+        let mut escaped = false;
+        // Names and most values are short: a plain loop beats setting up a vector search.
+        let stop = (self.i + 24).min(self.s.len());
+        while self.i < stop {
+            match self.s[self.i] {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(false);
+                }
+                b'\\' => break,
+                _ => self.i += 1,
+            }
+        }
+        loop {
+            match memchr::memchr2(b'"', b'\\', &self.s[self.i..]) {
+                None => {
+                    self.i = self.s.len();
+                    return Err(self.err("unterminated string"));
+                }
+                Some(n) => {
+                    self.i += n;
+                    if self.s[self.i] == b'"' {
+                        self.i += 1;
+                        return Ok(escaped);
+                    }
+                    escaped = true;
+                    self.i += 2;
+                }
+            }
+        }
     }
 
     fn array(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<(), CanonicalError> {
