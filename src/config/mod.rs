@@ -321,7 +321,15 @@ impl Checker<'_> {
             ));
         }
         if file.sinks.is_empty() {
-            return Err(self.err(eof, "no sinks: add a [sinks.NAME] table (type = \"file\", \"console\" or \"blackhole\") with inputs = [...]"));
+            let types = auditrail_sinks::SINK_TYPES
+                .iter()
+                .map(|t| format!("\"{t}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(self.err(
+                eof,
+                format!("no sinks: add a [sinks.NAME] table (type = one of {types}) with inputs = [...]"),
+            ));
         }
         for (name, s) in file
             .sources
