@@ -339,6 +339,10 @@ impl<'a> Parser<'a> {
                     }
                     escaped = true;
                     self.i += 2;
+                    if self.i > self.s.len() {
+                        self.i = self.s.len();
+                        return Err(self.err("unterminated escape"));
+                    }
                 }
             }
         }
@@ -450,6 +454,10 @@ impl<'a> Parser<'a> {
                         return Ok(());
                     }
                     self.i += 2; // a backslash and the character it escapes
+                    if self.i > self.s.len() {
+                        self.i = self.s.len();
+                        return Err(self.err("unterminated escape"));
+                    }
                 }
             }
         }
@@ -719,6 +727,8 @@ mod tests {
             "{\"a\":\"\\x\"}",
             "{\"a\":\"\\u12\"}",
             "{\"a\":tru}",
+            "{\"a\":\"x\\",
+            "{\"a\\",
             "{\"a\":-}",
             "{\"a\":1.}",
             "{\"a\":1e}",
