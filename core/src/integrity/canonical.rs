@@ -387,7 +387,7 @@ impl<'a> Parser<'a> {
         }
         self.ws();
         match self.peek() {
-            Some(b'"') => self.skip_string(),
+            Some(b'"') => self.scan_string().map(|_| ()),
             Some(b'{') | Some(b'[') => {
                 let close = if self.peek() == Some(b'{') {
                     b'}'
@@ -407,7 +407,7 @@ impl<'a> Parser<'a> {
                         if self.peek() != Some(b'"') {
                             return Err(self.err("expected a member name"));
                         }
-                        self.skip_string()?;
+                        self.scan_string()?;
                         self.expect(b':', "expected ':' after a member name")?;
                     }
                     self.skip_value(depth + 1)?;
@@ -436,30 +436,6 @@ impl<'a> Parser<'a> {
             Ok(())
         } else {
             Err(self.err("expected true, false or null"))
-        }
-    }
-
-    fn skip_string(&mut self) -> Result<(), CanonicalError> {
-        self.i += 1; // opening quote
-        loop {
-            match memchr::memchr2(b'"', b'\\', &self.s[self.i..]) {
-                None => {
-                    self.i = self.s.len();
-                    return Err(self.err("unterminated string"));
-                }
-                Some(n) => {
-                    self.i += n;
-                    if self.s[self.i] == b'"' {
-                        self.i += 1;
-                        return Ok(());
-                    }
-                    self.i += 2; // a backslash and the character it escapes
-                    if self.i > self.s.len() {
-                        self.i = self.s.len();
-                        return Err(self.err("unterminated escape"));
-                    }
-                }
-            }
         }
     }
 

@@ -214,24 +214,10 @@ impl ChainGuard<'_> {
     /// could give again.
     pub async fn commit(&mut self, numbered: usize) {
         let mut delay = Duration::from_millis(100);
-        loop {
-            let inner = &mut *self.inner;
-            match inner.file.write(&inner.state) {
-                Ok(()) => break,
-                Err(e) => {
-                    self.chain.metrics.state_errors.increment(1);
-                    tracing::error!(
-                        source = %self.chain.source,
-                        path = %inner.file.path().display(),
-                        error = %e,
-                        "cannot write the integrity chain state; events wait until it can be written"
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+        while !self.try_commit(numbered) {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
-        self.chain.metrics.events.increment(numbered as u64);
     }
 
     /// Writes the state once; on failure logs and counts it and returns false (the caller takes the batch back).
@@ -248,7 +234,7 @@ impl ChainGuard<'_> {
                     source = %self.chain.source,
                     path = %inner.file.path().display(),
                     error = %e,
-                    "cannot write the integrity chain state; the batch is not sent"
+                    "cannot write the integrity chain state; the batch waits or goes back to its source"
                 );
                 false
             }
