@@ -289,7 +289,10 @@ fn digests(events: &[Event]) -> Vec<Hash> {
             [0xff; 32]
         })
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Asked once: on Linux the answer reads cgroup files.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads =
+        *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let missing = events.iter().filter(|e| e.digest().is_none()).count();
     if missing < PARALLEL_MIN || threads < 2 {
         let mut scratch = Vec::with_capacity(1024);
