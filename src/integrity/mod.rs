@@ -20,7 +20,6 @@ use auditrail_core::integrity::ring::KeyRing;
 use auditrail_core::integrity::seal::{RESET_CODE, RESET_EVENT};
 use auditrail_core::integrity::state::{ChainState, Loaded, StateFile};
 use auditrail_core::integrity::stream::StreamChain;
-use auditrail_core::shutdown::Shutdown;
 use auditrail_core::{Event, Fanout};
 
 pub use config::IntegrityConfig;
@@ -233,7 +232,7 @@ impl Chains {
     /// Runs the sealer: every `seal_interval` it seals every stream, then evolves the key; when a stream's
     /// source is gone it gives the stream its last seal and lets go of its buffers. Returns when every stream
     /// is closed.
-    pub async fn run_sealer(self, sealers: Vec<Fanout>, _shutdown: Shutdown) {
+    pub async fn run_sealer(self, sealers: Vec<Fanout>) {
         let mut open = sealers;
         let timeout = self.interval.min(Duration::from_secs(5));
         let mut tick =

@@ -153,7 +153,7 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
     }
     drop(senders);
     // The sealer holds its own fan-outs: buffers close once it has given each stream its last seal.
-    let sealer = chains.map(|c| tokio::spawn(c.run_sealer(sealers, shutdown.clone())));
+    let sealer = chains.map(|c| tokio::spawn(c.run_sealer(sealers)));
     let api = match &config.api {
         Some(api) => Some(
             crate::api::serve(api.address, trigger.subscribe())
