@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -441,22 +441,17 @@ fn classify_serde_error(e: serde_json::Error) -> InvalidEvent {
 
 /// Appends `"uid":"<uid>"` as the last field of the object in `raw` and returns the new bytes and the uid span.
 fn append_uid(raw: &[u8], uid: &str) -> (Bytes, Span) {
-    let body = &raw[..raw.len() - 1]; // without the closing brace
-    let empty = body[1..].iter().all(|b| b.is_ascii_whitespace());
-    let mut out = BytesMut::with_capacity(raw.len() + uid.len() + 10);
-    out.put_slice(body);
-    if !empty {
-        out.put_u8(b',');
-    }
-    out.put_slice(b"\"uid\":\"");
-    let start = out.len();
-    out.put_slice(uid.as_bytes());
-    let end = out.len();
-    out.put_slice(b"\"}");
+    let mut member = Vec::with_capacity(uid.len() + 8);
+    member.extend_from_slice(b"\"uid\":\"");
+    member.extend_from_slice(uid.as_bytes());
+    member.push(b'"');
+    let out = crate::integrity::chain::append_member(raw, &member);
+    // The uid ends just before its closing quote and the object's closing brace.
+    let end = out.len() - 2;
     (
-        out.freeze(),
+        Bytes::from(out),
         Span {
-            start: start as u32,
+            start: (end - uid.len()) as u32,
             end: end as u32,
         },
     )
