@@ -274,21 +274,10 @@ impl Service {
 
     /// `GET path` (relative to the endpoint): `Ok(None)` on 404.
     pub async fn get_json(&self, path: &str) -> Result<Option<serde_json::Value>, RequestError> {
-        let url = self
-            .base
-            .join(path)
-            .map_err(|e| RequestError::Transient(e.to_string()))?;
-        let resp = self
-            .authed(self.client.get(url))
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| RequestError::Transient(error_chain(&e)))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| RequestError::Transient(error_chain(&e)))?;
+        let url = self.url(path)?;
+        let (status, body) = self
+            .exchange(self.client.get(url).header(ACCEPT, "application/json"))
+            .await?;
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -303,15 +292,30 @@ impl Service {
 
     /// `PUT path` with a JSON body.
     pub async fn put_json(&self, path: &str, body: &serde_json::Value) -> Result<(), RequestError> {
-        let url = self
-            .base
-            .join(path)
-            .map_err(|e| RequestError::Transient(e.to_string()))?;
-        let resp = self
-            .authed(self.client.put(url))
+        let url = self.url(path)?;
+        let req = self
+            .client
+            .put(url)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json")
-            .body(serde_json::to_vec(body).expect("a JSON value always serializes"))
+            .body(serde_json::to_vec(body).expect("a JSON value always serializes"));
+        let (status, body) = self.exchange(req).await?;
+        check(status, &body)
+    }
+
+    fn url(&self, path: &str) -> Result<Url, RequestError> {
+        self.base
+            .join(path)
+            .map_err(|e| RequestError::Transient(e.to_string()))
+    }
+
+    /// Sends `req` with the credentials and reads the whole response; a failure on the way is transient.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, bytes::Bytes), RequestError> {
+        let resp = self
+            .authed(req)
             .send()
             .await
             .map_err(|e| RequestError::Transient(error_chain(&e)))?;
@@ -320,7 +324,7 @@ impl Service {
             .bytes()
             .await
             .map_err(|e| RequestError::Transient(error_chain(&e)))?;
-        check(status, &body)
+        Ok((status, body))
     }
 }
 
