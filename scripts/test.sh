@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+# rdkafka builds its bundled librdkafka with librdkafka's own configure script and make.
+command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
@@ -32,6 +34,8 @@ export AUDITRAIL_REQUIRE_SYSTEMD=1
 # The disk-full fault test mounts a size-limited tmpfs, which needs root (as CI has).
 export AUDITRAIL_REQUIRE_ROOT=1
 export AUDITRAIL_REQUIRE_OPENSEARCH=1
+# The Kafka tests run librdkafka's mock cluster as this workspace's own kafka-mock binary: nothing to install.
+export AUDITRAIL_REQUIRE_KAFKA=1
 echo "== cargo test"
 cargo test --workspace -- --nocapture 2>&1 | tee target/test-output.log | grep -Ev '^(running [0-9]+ tests?|)$' | grep -Ev '^test .* \.\.\. ok$' || true
 # The pipe above keeps the log short; the verdict comes from cargo's own summary lines.

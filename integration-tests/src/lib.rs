@@ -1,5 +1,6 @@
 //! Shared harness of the integration tests: runs the real `auditrail` binary as a process, talks to it over
-//! HTTP and its unix socket, and reads back what it wrote.
+//! HTTP and its unix socket, and reads back what it wrote; starts the peers it writes to or is read back from
+//! (osmem-server for OpenSearch, the `kafka-mock` cluster for Kafka).
 //!
 //! The binary is `$AUDITRAIL_BIN` when set (CI builds it once in release mode), else it is built here with
 //! `cargo build --release --bin auditrail`.
@@ -12,6 +13,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+pub mod integrity;
 
 /// Path of the agent binary, building it on first use when `AUDITRAIL_BIN` is not set.
 pub fn binary() -> PathBuf {
@@ -596,4 +599,164 @@ pub fn first_source(search_response: &str) -> Option<String> {
     let hits: Object = serde_json::from_str(top.get("hits")?.get()).ok()?;
     let list: Vec<Object> = serde_json::from_str(hits.get("hits")?.get()).ok()?;
     list.first()?.get("_source").map(|r| r.get().to_string())
+}
+
+// ---- Kafka (librdkafka's mock cluster, as the `kafka-mock` process) ----
+
+/// Whether tests that need the Kafka mock must fail (rather than skip) when it cannot be started: under CI,
+/// or with `AUDITRAIL_REQUIRE_KAFKA=1` (set by `scripts/test.sh`).
+pub fn kafka_required() -> bool {
+    std::env::var_os("AUDITRAIL_REQUIRE_KAFKA").is_some_and(|v| v != "0")
+        || std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// A running `kafka-mock` (this crate's binary: librdkafka's mock cluster, brokers on 127.0.0.1), killed when
+/// dropped. It also exits by itself when the test process is gone: it holds the other end of its stdin.
+pub struct KafkaMock {
+    child: Option<Child>,
+    /// The bootstrap list, `127.0.0.1:PORT,…`, one entry per broker.
+    pub bootstrap: String,
+}
+
+impl KafkaMock {
+    /// Starts `bin` (a test passes `env!("CARGO_BIN_EXE_kafka-mock")`) with 3 brokers and the topics given
+    /// as (name, partitions), and waits for its bootstrap list. `None` when it cannot be started and is not
+    /// required; panics when it is (see [`kafka_required`]).
+    pub fn start(bin: &Path, topics: &[(&str, i32)]) -> Option<KafkaMock> {
+        match KafkaMock::try_start(bin, topics) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                assert!(
+                    !kafka_required(),
+                    "the Kafka mock is required (CI or AUDITRAIL_REQUIRE_KAFKA) but did not start: {e}"
+                );
+                println!("Kafka mock not available, test not run: {e}");
+                None
+            }
+        }
+    }
+
+    fn try_start(bin: &Path, topics: &[(&str, i32)]) -> Result<KafkaMock, String> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["--brokers", "3", "--exit-on-stdin-eof"]);
+        for (name, partitions) in topics {
+            cmd.args(["--topic", &format!("{name}:{partitions}")]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut mock = KafkaMock {
+            child: Some(child),
+            bootstrap: String::new(),
+        };
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.trim().contains(':') => {
+                mock.bootstrap = line.trim().to_string();
+                Ok(mock)
+            }
+            Ok(_) => {
+                let mut err = String::new();
+                if let Some(c) = mock.child.as_mut() {
+                    let _ = c.wait();
+                    if let Some(mut e) = c.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                }
+                Err(format!("kafka-mock printed no bootstrap list: {err}"))
+            }
+            Err(_) => Err("kafka-mock printed no bootstrap list in 20 s".into()),
+        }
+    }
+
+    /// Produces `records` (partition, value; `None` for a record without a value) to `topic`, in order, and
+    /// waits until every one is acknowledged; panics on any delivery failure.
+    pub fn produce(&self, topic: &str, records: &[(i32, Option<&[u8]>)]) {
+        produce(&self.bootstrap, topic, records);
+    }
+}
+
+impl Drop for KafkaMock {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Counts failed deliveries, keeping the first failure's text.
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicUsize,
+    first_failure: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut first) = self.first_failure.lock() {
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// Produces `records` (partition, value; `None` for no value) to `topic` at `bootstrap` with an idempotent,
+/// `acks=all` producer, and waits until all are acknowledged; panics on any failure.
+pub fn produce(bootstrap: &str, topic: &str, records: &[(i32, Option<&[u8]>)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer<Deliveries> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create_with_context(Deliveries::default())
+        .expect("creating the Kafka producer");
+    for &(partition, value) in records {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(partition);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    producer.poll(Duration::from_millis(50));
+                    record = back;
+                }
+                Err((e, _)) => panic!("producing to {topic} partition {partition}: {e}"),
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("flushing the producer for {topic}: {e}"));
+    let ctx = producer.context();
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    assert_eq!(
+        failed,
+        0,
+        "{failed} records to {topic} not delivered; first: {:?}",
+        ctx.first_failure.lock().ok().and_then(|f| f.clone())
+    );
 }

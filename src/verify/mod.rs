@@ -1,11 +1,13 @@
 //! `auditrail verify`: reads chained events back from where sinks put them (NDJSON files and directories,
-//! standard input, an Elasticsearch or OpenSearch index) and reports per stream what is intact and what was
-//! tampered with. The checks are [`auditrail_core::integrity::verify`]'s; this module reads inputs and prints.
+//! standard input, an Elasticsearch or OpenSearch index, a Kafka topic) and reports per stream what is intact
+//! and what was tampered with. The checks are [`auditrail_core::integrity::verify`]'s; this module reads inputs
+//! and prints. Inputs may be combined: a stream split across stores verifies as one.
 //!
 //! Exit status: 0 when everything is intact, 1 when anything was tampered with (or a line is unreadable), 2 on
 //! a usage or input error (a missing file, an unreadable key, an unreachable server).
 
 pub mod elasticsearch;
+pub mod kafka;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -40,6 +42,13 @@ pub struct VerifyArgs {
     /// API key for --elasticsearch (sent as `Authorization: ApiKey …`); default: $AUDITRAIL_ES_API_KEY.
     #[arg(long, value_name = "KEY", requires = "elasticsearch")]
     pub es_api_key: Option<String>,
+    /// Also read the events from this Kafka cluster (`host:port[,host:port…]`, the bootstrap brokers).
+    #[arg(long, value_name = "BROKERS", requires = "topic")]
+    pub kafka: Option<String>,
+    /// The topic to read with --kafka: every partition, from its beginning to where it ended when verify
+    /// started. Nothing is committed.
+    #[arg(long, value_name = "T", requires = "kafka")]
+    pub topic: Option<String>,
     /// NDJSON files, or directories whose files (all of them, recursively, but hidden ones) are read;
     /// `-` for standard input.
     #[arg(value_name = "INPUT")]
@@ -78,9 +87,9 @@ pub fn main(args: VerifyArgs) -> ExitCode {
 
 /// Verifies every input of `args`; an `Err` is a usage or input error, not a verdict.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<Report> {
-    if args.inputs.is_empty() && args.elasticsearch.is_none() {
+    if args.inputs.is_empty() && args.elasticsearch.is_none() && args.kafka.is_none() {
         anyhow::bail!(
-            "nothing to verify: name NDJSON files or directories, `-` for standard input, or --elasticsearch URL --index INDEX"
+            "nothing to verify: name NDJSON files or directories, `-` for standard input, --elasticsearch URL --index INDEX, or --kafka BROKERS --topic T"
         );
     }
     let root = keys::load_public(&args.key).context("cannot use the --key file")?;
@@ -102,6 +111,9 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Report> {
             .clone()
             .or_else(|| std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()));
         elasticsearch::feed(&mut verifier, url, index, api_key.as_deref())?;
+    }
+    if let (Some(brokers), Some(topic)) = (&args.kafka, &args.topic) {
+        kafka::feed(&mut verifier, brokers, topic)?;
     }
     Ok(verifier.finish())
 }
