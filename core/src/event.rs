@@ -372,7 +372,17 @@ impl Event {
         self.raw = Bytes::from(crate::integrity::chain::append_member(&self.raw, member));
     }
 
-    /// Puts back raw bytes this event had before [`Self::append_member`] (undoing it).
+    /// Sets bytes made from the current ones by appending members (see
+    /// [`crate::integrity::chain::append_member_to`]) and returns the current ones. Everything before the
+    /// closing brace must be kept, so the parsed positions stay valid.
+    pub fn replace_raw(&mut self, raw: Bytes) -> Bytes {
+        debug_assert!(
+            raw.starts_with(&self.raw[..self.raw.iter().rposition(|&b| b == b'}').unwrap_or(0)])
+        );
+        std::mem::replace(&mut self.raw, raw)
+    }
+
+    /// Puts back raw bytes this event had before [`Self::append_member`] or [`Self::replace_raw`] (undoing it).
     pub fn restore_raw(&mut self, raw: Bytes) {
         debug_assert!(raw.len() <= self.raw.len());
         self.raw = raw;

@@ -166,20 +166,26 @@ pub fn read_field(text: &[u8]) -> Result<Integrity, FieldError> {
 
 /// Appends `,<member>` before the closing brace of the JSON object `raw` (or just the member if it is empty).
 pub fn append_member(raw: &[u8], member: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + member.len() + 2);
+    append_member_to(raw, |out| out.extend_from_slice(member), &mut out);
+    out
+}
+
+/// Like [`append_member`], but writes the result at the end of `out`, the member written by `member`: many
+/// events can share one allocation.
+pub fn append_member_to(raw: &[u8], member: impl FnOnce(&mut Vec<u8>), out: &mut Vec<u8>) {
     let end = raw.iter().rposition(|&b| b == b'}').unwrap_or(raw.len());
     let body = &raw[..end];
     let empty = body
         .iter()
         .skip(1)
         .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-    let mut out = Vec::with_capacity(raw.len() + member.len() + 2);
     out.extend_from_slice(body);
     if !empty {
         out.push(b',');
     }
-    out.extend_from_slice(member);
+    member(out);
     out.push(b'}');
-    out
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use metrics::Counter;
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
-use super::chain::{content_digest, link, member_prefix, write_member_with, Hash};
+use super::chain::{
+    append_member_to, content_digest, link, member_prefix, write_member_with, Hash,
+};
 use super::ring::KeyRing;
 use super::state::{ChainState, StateFile, SEAL_HISTORY};
 use crate::event::Event;
@@ -175,26 +177,47 @@ impl ChainGuard<'_> {
             all.append(events);
             *events = all;
         }
-        let undo = Undo {
-            state: self.inner.state.clone(),
-            raws: events.iter().map(|e| e.raw().clone()).collect(),
-            pending,
-        };
         let digests = digests(events);
+        let before = self.inner.state.clone();
         let state = &mut self.inner.state;
         let prefix = member_prefix(&state.stream);
-        let mut member = Vec::with_capacity(256);
-        for (e, digest) in events.iter_mut().zip(digests) {
+        // One allocation for the whole batch's new bytes, instead of one per event: each event keeps a slice.
+        let room: usize = events
+            .iter()
+            .map(|e| e.raw().len() + prefix.len() + 160)
+            .sum();
+        let mut arena = Vec::with_capacity(room);
+        let mut ends = Vec::with_capacity(events.len());
+        for (e, digest) in events.iter().zip(digests) {
             let seq = state.seq + 1;
             let hash = link(&state.stream, seq, &state.hash, &digest);
-            member.clear();
-            write_member_with(&prefix, seq, &state.hash, &hash, &mut member);
-            e.append_member(&member);
+            append_member_to(
+                e.raw(),
+                |out| write_member_with(&prefix, seq, &state.hash, &hash, out),
+                &mut arena,
+            );
+            ends.push(arena.len());
             state.seq = seq;
             state.hash = hash;
             state.since_seal += 1;
         }
-        undo
+        let arena = Bytes::from(arena);
+        let mut start = 0;
+        // The bytes replaced are kept for an undo: moved, not copied or counted again.
+        let raws = events
+            .iter_mut()
+            .zip(ends)
+            .map(|(e, end)| {
+                let old = e.replace_raw(arena.slice(start..end));
+                start = end;
+                old
+            })
+            .collect();
+        Undo {
+            state: before,
+            raws,
+            pending,
+        }
     }
 
     /// Takes back a numbering that was not handed on: the state returns to what it was, the events to their
