@@ -2,6 +2,7 @@
 //! invalid into a counted, logged, dead-lettered record instead of an error that could stop other events.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,8 @@ const LOG_BURST: u32 = 20;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
 /// Below this many lines, parsing on one thread is cheaper than handing work to another.
 const PARALLEL_MIN_LINES: usize = 512;
+/// Parts per thread that a read's lines are cut into for parsing.
+const PARTS_PER_THREAD: usize = 8;
 
 /// Threads used to parse one read: the machine's cores, capped at 4.
 fn parse_threads() -> usize {
@@ -179,40 +182,44 @@ impl Ingest {
             }
             return;
         }
-        let per = lines.len().div_ceil(threads);
-        let mut parts: Vec<Vec<Line>> = Vec::with_capacity(threads);
+        // Parts several times more numerous than the threads, taken one after the other by whichever thread
+        // is free: a thread that loses its core to the sink or the chain for a while does not hold up the read.
+        let per = lines.len().div_ceil(threads * PARTS_PER_THREAD);
+        let mut parts: Vec<Mutex<Vec<Line>>> = Vec::with_capacity(threads * PARTS_PER_THREAD);
         let mut lines = lines.into_iter();
-        for _ in 0..threads {
-            parts.push(lines.by_ref().take(per).collect());
-        }
-        let location = &location;
-        let results: Vec<(Vec<Event>, Vec<Rejected>)> = std::thread::scope(|scope| {
-            let mut parts = parts.into_iter();
-            let first = parts.next().unwrap_or_default();
-            let handles: Vec<_> = parts
-                .map(|part| {
-                    scope.spawn(move || {
-                        let (mut ev, mut rej) = (Vec::with_capacity(part.len()), Vec::new());
-                        for line in part {
-                            self.take_line(line, location, &mut ev, &mut rej);
-                        }
-                        (ev, rej)
-                    })
-                })
-                .collect();
-            let (mut ev, mut rej) = (Vec::with_capacity(first.len()), Vec::new());
-            for line in first {
-                self.take_line(line, location, &mut ev, &mut rej);
+        loop {
+            let part: Vec<Line> = lines.by_ref().take(per).collect();
+            if part.is_empty() {
+                break;
             }
-            let mut all = vec![(ev, rej)];
-            all.extend(
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("parsing never panics")),
-            );
+            parts.push(Mutex::new(part));
+        }
+        let next = AtomicUsize::new(0);
+        let work = || {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(part) = parts.get(i) else {
+                    return done;
+                };
+                let part = std::mem::take(&mut *part.lock().unwrap_or_else(|p| p.into_inner()));
+                let (mut ev, mut rej) = (Vec::with_capacity(part.len()), Vec::new());
+                for line in part {
+                    self.take_line(line, &location, &mut ev, &mut rej);
+                }
+                done.push((i, ev, rej));
+            }
+        };
+        let mut results = std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..threads).map(|_| scope.spawn(&work)).collect();
+            let mut all = work();
+            for h in handles {
+                all.extend(h.join().expect("parsing never panics"));
+            }
             all
         });
-        for (mut ev, mut rej) in results {
+        results.sort_unstable_by_key(|r| r.0);
+        for (_, mut ev, mut rej) in results {
             events.append(&mut ev);
             rejected.append(&mut rej);
         }
@@ -289,5 +296,51 @@ impl Ingest {
         } else {
             w.suppressed += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsing_on_every_core_keeps_the_order_of_events_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let ingest = Ingest::new("t", 1 << 16, dir.path()).with_digests(true);
+        let n = 5_000u64;
+        let lines: Vec<Line> = (1..=n)
+            .map(|i| {
+                let text = if i % 97 == 0 {
+                    format!("not json {i}")
+                } else {
+                    format!(r#"{{"event":"x","uid":"{i}","time":"2017-02-03T06:54:05Z"}}"#)
+                };
+                Line::Complete {
+                    bytes: Bytes::from(text),
+                    number: Some(i),
+                    start: 0,
+                }
+            })
+            .collect();
+        let (mut events, mut rejected) = (Vec::new(), Vec::new());
+        ingest.take_lines(
+            lines,
+            |number, _| format!("line {}", number.unwrap()),
+            &mut events,
+            &mut rejected,
+        );
+        let want: Vec<String> = (1..=n)
+            .filter(|i| i % 97 != 0)
+            .map(|i| i.to_string())
+            .collect();
+        let got: Vec<String> = events.iter().map(|e| e.uid().into_owned()).collect();
+        assert_eq!(got, want);
+        assert!(events.iter().all(|e| e.digest().is_some()));
+        let at: Vec<String> = rejected.iter().map(|r| r.location.clone()).collect();
+        let want_at: Vec<String> = (1..=n)
+            .filter(|i| i % 97 == 0)
+            .map(|i| format!("line {i}"))
+            .collect();
+        assert_eq!(at, want_at);
     }
 }
