@@ -51,8 +51,17 @@ pub(crate) fn examine<'a>(line: &'a [u8], scratch: &mut Vec<u8>) -> Examined<'a>
     if text.is_empty() {
         return Examined::Blank;
     }
-    if let Some(field) = fast_field(text) {
-        return chained(text, field, false, scratch);
+    if let Some((field, body)) = fast_field(text) {
+        // The digest's canonical form leaves the chain field out: here it is cut off instead of skipped.
+        thread_local! {
+            static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        return BODY.with_borrow_mut(|copy| {
+            copy.clear();
+            copy.extend_from_slice(&text[..body]);
+            copy.push(b'}');
+            chained(text, copy, field, false, scratch)
+        });
     }
     let top = match scan_top(text) {
         Ok(t) => t,
@@ -75,17 +84,19 @@ pub(crate) fn examine<'a>(line: &'a [u8], scratch: &mut Vec<u8>) -> Examined<'a>
         Ok(f) => f,
         Err(e) => return Examined::Unreadable(format!("malformed \"{FIELD}\" field: {e}")),
     };
-    chained(text, field, top.is_seal, scratch)
+    chained(text, text, field, top.is_seal, scratch)
 }
 
-/// The result for a chained line whose field was read.
+/// The result for a chained line whose field was read; `content` is the line or the line without its chain
+/// field (the same digest).
 fn chained<'a>(
     text: &'a [u8],
+    content: &[u8],
     field: Field<'a>,
     is_seal: bool,
     scratch: &mut Vec<u8>,
 ) -> Examined<'a> {
-    let (valid, body_error) = match content_digest(text, scratch) {
+    let (valid, body_error) = match content_digest(content, scratch) {
         Ok(digest) => (
             link(&field.stream, field.seq, &field.prev, &digest) == field.hash,
             None,
@@ -236,8 +247,8 @@ struct Top {
 /// since the closing brace after its value ends the text), a search of the rest rules out a second one, and
 /// a seal would have to contain `auditrail.seal` literally. Anything else (escapes, another layout, a
 /// possible seal) returns `None` and takes the walk. A text that is not valid JSON passes here only to fail
-/// the digest.
-fn fast_field(s: &[u8]) -> Option<Field<'_>> {
+/// the digest. Also returns where the members before the chain field end (before its comma).
+fn fast_field(s: &[u8]) -> Option<(Field<'_>, usize)> {
     use std::sync::OnceLock;
     static FINDERS: OnceLock<(
         memchr::memmem::Finder<'static>,
@@ -275,12 +286,15 @@ fn fast_field(s: &[u8]) -> Option<Field<'_>> {
     if field.find(before).is_some() || seal.find(before).is_some() {
         return None;
     }
-    Some(Field {
-        stream: Cow::Borrowed(stream),
-        seq,
-        prev,
-        hash,
-    })
+    Some((
+        Field {
+            stream: Cow::Borrowed(stream),
+            seq,
+            prev,
+            hash,
+        },
+        before.len(),
+    ))
 }
 
 /// Walks the members of the object `s` without decoding values. It accepts every valid JSON object (and
@@ -578,7 +592,8 @@ mod tests {
             3,
             [1; 32],
         );
-        let fast = fast_field(&plain).expect("the agent's layout without escapes");
+        let (fast, body) = fast_field(&plain).expect("the agent's layout without escapes");
+        assert_eq!(&plain[..body], br#"{"event":"x","uid":"1","o":{"a":[1,2]}"#);
         let v = serde_json::from_slice::<serde_json::Value>(&plain).unwrap();
         let walk = read_field(&plain).unwrap();
         assert_eq!(

@@ -125,36 +125,63 @@ impl Verifier {
 
     /// Feeds NDJSON text holding whole lines (a last line without `\n` counts as one), numbering them from
     /// `first_line`. Returns how many lines it held.
+    ///
+    /// The text is cut at line ends into parts, and each part is split into lines by the thread that examines
+    /// it: the cutting is the only work on the text before the threads start.
     pub fn feed_ndjson(&mut self, text: &[u8], source: &str, first_line: u64) -> u64 {
-        let mut items = Vec::with_capacity(text.len() / 256 + 1);
-        let mut start = 0;
+        fn lines(part: &[u8]) -> impl Iterator<Item = &[u8]> {
+            // A last line without `\n` is a line; the empty rest after a final `\n` is not.
+            let part = part.strip_suffix(b"\n").unwrap_or(part);
+            let empty = part.is_empty();
+            part.split(|&b| b == b'\n').filter(move |_| !empty)
+        }
+        // Text of about 256-byte lines, as many as PARALLEL_MIN of them at least.
+        let threads = self.threads.min(text.len() / (PARALLEL_MIN * 256)).max(1);
         let mut line = first_line;
-        for end in memchr::memchr_iter(b'\n', text) {
-            items.push(Item {
-                text: &text[start..end],
-                source,
-                line,
-            });
-            line += 1;
-            start = end + 1;
+        if threads == 1 {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            for text in lines(text) {
+                let ex = examine(text, &mut scratch);
+                self.merge(ex, &Item { text, source, line });
+                line += 1;
+            }
+            self.scratch = scratch;
+            return line - first_line;
         }
-        if start < text.len() {
-            items.push(Item {
-                text: &text[start..],
-                source,
-                line,
-            });
-            line += 1;
+        let wanted = threads * PARTS_PER_THREAD;
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(wanted);
+        let mut start = 0;
+        while start < text.len() {
+            let at = (start + text.len().div_ceil(wanted)).min(text.len());
+            let end = match memchr::memchr(b'\n', &text[at..]) {
+                Some(n) => at + n + 1,
+                None => text.len(),
+            };
+            parts.push(&text[start..end]);
+            start = end;
         }
-        self.feed_items(&items);
+        self.in_parallel(
+            threads,
+            parts.len(),
+            |i, scratch| lines(parts[i]).map(|l| examine(l, scratch)).collect(),
+            |v, _, exs| {
+                for ex in exs {
+                    v.merge(
+                        ex,
+                        &Item {
+                            text: b"",
+                            source,
+                            line,
+                        },
+                    );
+                    line += 1;
+                }
+            },
+        );
         line - first_line
     }
 
     /// Feeds many lines, examining them on every core; what they show is recorded in their order.
-    ///
-    /// The lines are cut into parts several times more numerous than the threads; every thread, this one
-    /// included, takes the next part when it is done with one, and this thread records finished parts in
-    /// order between its own, so that no core waits for a slow half or for the recording.
     pub fn feed_items(&mut self, items: &[Item<'_>]) {
         let threads = self.threads.min(items.len() / PARALLEL_MIN).max(1);
         if threads == 1 {
@@ -166,19 +193,41 @@ impl Verifier {
         }
         let per = items.len().div_ceil(threads * PARTS_PER_THREAD);
         let parts: Vec<&[Item<'_>]> = items.chunks(per).collect();
+        self.in_parallel(
+            threads,
+            parts.len(),
+            |i, scratch| {
+                parts[i]
+                    .iter()
+                    .map(|it| examine(it.text, scratch))
+                    .collect()
+            },
+            |v, i, exs| {
+                for (item, ex) in parts[i].iter().zip(exs) {
+                    v.merge(ex, item);
+                }
+            },
+        );
+    }
+
+    /// Examines `parts` parts on `threads` threads and records each, in order, with `record`.
+    ///
+    /// Every thread, this one included, takes the next part when it is done with one, and this thread records
+    /// finished parts in order between its own, so that no core waits for a slow part or for the recording.
+    fn in_parallel<'t>(
+        &mut self,
+        threads: usize,
+        parts: usize,
+        examine_part: impl Fn(usize, &mut Vec<u8>) -> Vec<Examined<'t>> + Sync,
+        mut record: impl FnMut(&mut Self, usize, Vec<Examined<'t>>),
+    ) {
         let next = AtomicUsize::new(0);
         let take = || {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            (i < parts.len()).then_some(i)
-        };
-        let examine_part = |i: usize, scratch: &mut Vec<u8>| -> Vec<Examined<'_>> {
-            parts[i]
-                .iter()
-                .map(|it| examine(it.text, scratch))
-                .collect()
+            (i < parts).then_some(i)
         };
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<Examined<'_>>)>();
+            let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<Examined<'t>>)>();
             for _ in 1..threads {
                 let tx = tx.clone();
                 let (take, examine_part) = (&take, &examine_part);
@@ -192,17 +241,15 @@ impl Verifier {
                 });
             }
             drop(tx);
-            let mut done: BTreeMap<usize, Vec<Examined<'_>>> = BTreeMap::new();
+            let mut done: BTreeMap<usize, Vec<Examined<'t>>> = BTreeMap::new();
             let mut scratch = std::mem::take(&mut self.scratch);
             let mut recorded = 0;
-            while recorded < parts.len() {
+            while recorded < parts {
                 while let Ok((i, exs)) = rx.try_recv() {
                     done.insert(i, exs);
                 }
                 if let Some(exs) = done.remove(&recorded) {
-                    for (item, ex) in parts[recorded].iter().zip(exs) {
-                        self.merge(ex, item);
-                    }
+                    record(self, recorded, exs);
                     recorded += 1;
                 } else if let Some(i) = take() {
                     done.insert(i, examine_part(i, &mut scratch));
