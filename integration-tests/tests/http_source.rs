@@ -300,27 +300,30 @@ fn drop_newest_counts_every_drop_exactly() {
         assert_eq!(status, 200, "drop_newest never pushes back: {body}");
     }
     unblock_sink(d);
+    let tally = |lines: &[String]| {
+        let (mut delivered, mut dropped) = (0, 0);
+        for l in lines {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if v["event"] == "auditrail.dropped" {
+                assert_eq!(v["sink"], "out");
+                dropped += v["count"].as_u64().unwrap() as usize;
+            } else {
+                delivered += 1;
+            }
+        }
+        (delivered, dropped)
+    };
+    // The drop notice can be written before the sink's last batches: wait for the whole account (or time out
+    // and fail on the exact count below).
     wait_for(
         Duration::from_secs(40),
-        "an auditrail.dropped event",
+        "every event delivered or counted in an auditrail.dropped event",
         || {
-            lines_so_far(&d.join("out"))
-                .iter()
-                .any(|l| l.contains("\"event\":\"auditrail.dropped\""))
+            let (delivered, dropped) = tally(&lines_so_far(&d.join("out")));
+            dropped > 0 && delivered + dropped >= SENT
         },
     );
-    let lines = lines_in(&d.join("out"));
-    let mut delivered = 0;
-    let mut dropped = 0;
-    for l in &lines {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        if v["event"] == "auditrail.dropped" {
-            assert_eq!(v["sink"], "out");
-            dropped += v["count"].as_u64().unwrap() as usize;
-        } else {
-            delivered += 1;
-        }
-    }
+    let (delivered, dropped) = tally(&lines_in(&d.join("out")));
     let metric = agent.metric("auditrail_buffer_dropped_events_total", &[("sink", "out")]) as usize;
     println!(
         "drop_newest: sent {SENT}, delivered {delivered}, dropped {dropped} (metric {metric})"
