@@ -39,6 +39,25 @@ pub fn canonicalize_object(
     skip: Option<&str>,
     out: &mut Vec<u8>,
 ) -> Result<(), CanonicalError> {
+    canonicalize(text, skip, false, out)
+}
+
+/// Appends the RFC 8785 form of the JSON object whose text is `text` followed by a closing brace: the
+/// members of an object cut short, e.g. before a member known to come last, without copying them.
+pub fn canonicalize_open_object(
+    text: &[u8],
+    skip: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Result<(), CanonicalError> {
+    canonicalize(text, skip, true, out)
+}
+
+fn canonicalize(
+    text: &[u8],
+    skip: Option<&str>,
+    open: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), CanonicalError> {
     // One vectorized check of the whole text; strings are then sliced at quote boundaries, which are char
     // boundaries, without checking each again.
     if std::str::from_utf8(text).is_err() {
@@ -60,6 +79,7 @@ pub fn canonicalize_object(
         i: 0,
         members,
         order,
+        open_end: open,
     };
     let result = p.top(out, skip);
     LISTS.set((p.members, p.order));
@@ -73,6 +93,8 @@ struct Parser<'a> {
     members: Vec<Member>,
     /// For each object being written, the order of its members (indexes into its part of `members`).
     order: Vec<u128>,
+    /// The text ends where the top-level object's closing brace would be.
+    open_end: bool,
 }
 
 /// One object member found while scanning: where its name and value sit, and what the scan learnt of them.
@@ -240,10 +262,18 @@ impl<'a> Parser<'a> {
         }
         self.i += 1; // '{'
         let base = self.members.len();
+        // Where the top-level object of an open text ends: at the end of the text, without a brace.
+        let open_end = self.open_end && depth == 0;
         self.ws();
-        if self.peek() == Some(b'}') {
+        let empty = if open_end {
+            self.peek().is_none()
+        } else if self.peek() == Some(b'}') {
             self.i += 1;
+            true
         } else {
+            false
+        };
+        if !empty {
             loop {
                 self.ws();
                 if self.peek() != Some(b'"') {
@@ -285,10 +315,11 @@ impl<'a> Parser<'a> {
                 self.ws();
                 match self.peek() {
                     Some(b',') => self.i += 1,
-                    Some(b'}') => {
+                    Some(b'}') if !open_end => {
                         self.i += 1;
                         break;
                     }
+                    None if open_end => break,
                     _ => return Err(self.err("expected ',' or '}' in an object")),
                 }
             }
@@ -343,6 +374,7 @@ impl<'a> Parser<'a> {
                     i: m.name.0 as usize - 1,
                     members: Vec::new(),
                     order: Vec::new(),
+                    open_end: false,
                 };
                 decoded.push((p.string()?.encode_utf16().collect(), *m));
             }
@@ -759,6 +791,33 @@ mod tests {
     fn the_chain_field_is_left_out_at_the_top_only() {
         let a = r#"{"event":"x","auditrail.integrity":{"seq":1},"o":{"auditrail.integrity":1}}"#;
         assert_eq!(canon(a), r#"{"event":"x","o":{"auditrail.integrity":1}}"#);
+    }
+
+    #[test]
+    fn an_open_object_is_the_object_with_its_brace() {
+        for text in [
+            r#"{"b":1,"a":{"y":[1,{"z":2}],"x":"s"}"#,
+            r#"{"#,
+            r#"{ "a" : 1 "#,
+            r#"{"auditrail.integrity":1,"a":2"#,
+        ] {
+            let (mut open, mut closed) = (Vec::new(), Vec::new());
+            canonicalize_open_object(text.as_bytes(), Some("auditrail.integrity"), &mut open)
+                .unwrap();
+            canonicalize_object(
+                format!("{text}}}").as_bytes(),
+                Some("auditrail.integrity"),
+                &mut closed,
+            )
+            .unwrap();
+            assert_eq!(open, closed, "{text}");
+        }
+        for bad in [r#"{"a":1}"#, r#"{"a":1,"#, r#"{"a":"#, "", r#"{"a":{"#] {
+            assert!(
+                canonicalize_open_object(bad.as_bytes(), None, &mut Vec::new()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,9 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use sha2::{Digest, Sha256};
+
+use crate::integrity::canonical::canonicalize_open_object;
 use crate::integrity::chain::{content_digest, link, Hash};
 use crate::integrity::seal::{Seal, SEAL_EVENT};
 use crate::integrity::FIELD;
@@ -43,6 +46,29 @@ pub(crate) struct Chained<'a> {
     pub body_error: Option<String>,
     /// `Some` when the event is a seal event: its seal, or why it cannot be read.
     pub seal: Option<Box<Result<Seal, String>>>,
+    /// The previous chained line of the same part has the same stream (see [`mark_same_streams`]).
+    pub same_stream: bool,
+}
+
+/// Marks each chained line whose stream is the previous chained line's: the examining thread compares the
+/// names while the text is in its cache, and the recording thread need not read them again.
+pub(crate) fn mark_same_streams(exs: &mut [Examined<'_>]) {
+    let mut prev: Option<usize> = None;
+    for i in 0..exs.len() {
+        if !matches!(exs[i], Examined::Chained(_)) {
+            continue;
+        }
+        if let Some(p) = prev {
+            let same = match (&exs[p], &exs[i]) {
+                (Examined::Chained(a), Examined::Chained(b)) => a.stream == b.stream,
+                _ => false,
+            };
+            if let Examined::Chained(c) = &mut exs[i] {
+                c.same_stream = same;
+            }
+        }
+        prev = Some(i);
+    }
 }
 
 /// Examines one line (without its line terminator). `scratch` is reused between calls.
@@ -53,15 +79,7 @@ pub(crate) fn examine<'a>(line: &'a [u8], scratch: &mut Vec<u8>) -> Examined<'a>
     }
     if let Some((field, body)) = fast_field(text) {
         // The digest's canonical form leaves the chain field out: here it is cut off instead of skipped.
-        thread_local! {
-            static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        return BODY.with_borrow_mut(|copy| {
-            copy.clear();
-            copy.extend_from_slice(&text[..body]);
-            copy.push(b'}');
-            chained(text, copy, field, false, scratch)
-        });
+        return chained(text, Content::Open(&text[..body]), field, false, scratch);
     }
     let top = match scan_top(text) {
         Ok(t) => t,
@@ -84,19 +102,34 @@ pub(crate) fn examine<'a>(line: &'a [u8], scratch: &mut Vec<u8>) -> Examined<'a>
         Ok(f) => f,
         Err(e) => return Examined::Unreadable(format!("malformed \"{FIELD}\" field: {e}")),
     };
-    chained(text, text, field, top.is_seal, scratch)
+    chained(text, Content::Whole, field, top.is_seal, scratch)
 }
 
-/// The result for a chained line whose field was read; `content` is the line or the line without its chain
-/// field (the same digest).
+/// What the digest is computed over.
+enum Content<'a> {
+    /// The line, whose chain field the canonical form leaves out.
+    Whole,
+    /// The members of the line before its chain field, which was the last.
+    Open(&'a [u8]),
+}
+
+/// The result for a chained line whose field was read.
 fn chained<'a>(
     text: &'a [u8],
-    content: &[u8],
+    content: Content<'_>,
     field: Field<'a>,
     is_seal: bool,
     scratch: &mut Vec<u8>,
 ) -> Examined<'a> {
-    let (valid, body_error) = match content_digest(content, scratch) {
+    let digest = match content {
+        Content::Whole => content_digest(text, scratch),
+        Content::Open(members) => {
+            scratch.clear();
+            canonicalize_open_object(members, None, scratch)
+                .map(|()| Sha256::digest(&scratch[..]).into())
+        }
+    };
+    let (valid, body_error) = match digest {
         Ok(digest) => (
             link(&field.stream, field.seq, &field.prev, &digest) == field.hash,
             None,
@@ -120,6 +153,7 @@ fn chained<'a>(
         valid,
         body_error,
         seal,
+        same_stream: false,
     })
 }
 
@@ -201,34 +235,38 @@ fn parse_field_fast(v: &[u8]) -> Option<Field<'_>> {
 }
 
 /// 64 hex digits (either case) to 32 bytes.
+///
+/// Eight digits at a time in a u64 (every line has two hashes to read): each byte is range-checked and turned
+/// into its nibble with adds and masks, then the nibbles are packed in pairs.
 fn decode_hash(hex: &[u8]) -> Option<Hash> {
-    const fn table() -> [u8; 256] {
-        let mut t = [0xffu8; 256];
-        let mut i = 0;
-        while i < 10 {
-            t[b'0' as usize + i] = i as u8;
-            i += 1;
-        }
-        let mut i = 0;
-        while i < 6 {
-            t[b'a' as usize + i] = 10 + i as u8;
-            t[b'A' as usize + i] = 10 + i as u8;
-            i += 1;
-        }
-        t
-    }
-    static HEX: [u8; 256] = table();
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
     if hex.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
-    let mut bad = 0u8;
-    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
-        bad |= hi | lo;
-        *o = (hi << 4) | (lo & 0x0f);
+    for (o, chunk) in out.chunks_exact_mut(4).zip(hex.chunks_exact(8)) {
+        let v = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        // With every byte below 0x80, adding at most 0x7f to each never carries into the next.
+        if v & HIGH != 0 {
+            return None;
+        }
+        let digit = (v + (0x80 - 0x30) * ONES) & !(v + (0x7f - 0x39) * ONES) & HIGH;
+        let lower = v | (0x20 * ONES);
+        let letter = (lower + (0x80 - 0x61) * ONES) & !(lower + (0x7f - 0x66) * ONES) & HIGH;
+        if digit | letter != HIGH {
+            return None;
+        }
+        // '0'..'9' -> low nibble; 'a'..'f' and 'A'..'F' -> low nibble + 9.
+        let nibbles = (v & (0x0f * ONES)) + (letter >> 7) * 9;
+        // Byte 2k holds the high nibble of output byte k, byte 2k+1 its low nibble.
+        let pairs =
+            ((nibbles & 0x00ff_00ff_00ff_00ff) << 4) | ((nibbles >> 8) & 0x00ff_00ff_00ff_00ff);
+        let packed = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
+        let packed = (packed | (packed >> 16)) as u32;
+        o.copy_from_slice(&packed.to_le_bytes());
     }
-    (bad & 0xf0 == 0).then_some(out)
+    Some(out)
 }
 
 /// What the walk over the top-level members found.
@@ -250,10 +288,7 @@ struct Top {
 /// the digest. Also returns where the members before the chain field end (before its comma).
 fn fast_field(s: &[u8]) -> Option<(Field<'_>, usize)> {
     use std::sync::OnceLock;
-    static FINDERS: OnceLock<(
-        memchr::memmem::Finder<'static>,
-        memchr::memmem::Finder<'static>,
-    )> = OnceLock::new();
+    static FINDER: OnceLock<memchr::memmem::Finder<'static>> = OnceLock::new();
     fn cut<'a>(s: &'a [u8], suffix: &[u8]) -> Option<&'a [u8]> {
         s.strip_suffix(suffix)
     }
@@ -277,13 +312,9 @@ fn fast_field(s: &[u8]) -> Option<(Field<'_>, usize)> {
     if seq == 0 || memchr::memchr(b'\\', s).is_some() {
         return None;
     }
-    let (field, seal) = FINDERS.get_or_init(|| {
-        (
-            memchr::memmem::Finder::new(b"\"auditrail.integrity\""),
-            memchr::memmem::Finder::new(SEAL_EVENT.as_bytes()),
-        )
-    });
-    if field.find(before).is_some() || seal.find(before).is_some() {
+    // One search rules out both a second chain field and a seal: neither can be spelled without this.
+    let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new(b"auditrail."));
+    if finder.find(before).is_some() {
         return None;
     }
     Some((
@@ -582,6 +613,21 @@ mod tests {
         assert!(decode_hash(&[b'g'; 64]).is_none());
         assert!(decode_hash(&[b'0'; 63]).is_none());
         assert!(parse_field_fast(br#"{"stream":"s","seq":01,"prev":"00","hash":"00"}"#).is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hashes_decode_as_the_hex_crate_does(
+            bytes in proptest::collection::vec(proptest::sample::select(b"0123456789abcdefABCDEFgG/:@`xX \x7f\x80\xff".to_vec()), 64),
+            upper in proptest::bool::ANY,
+        ) {
+            let mut want = [0u8; 32];
+            let ok = hex::decode_to_slice(&bytes, &mut want).is_ok();
+            proptest::prop_assert_eq!(decode_hash(&bytes), ok.then_some(want));
+            let h: [u8; 32] = std::array::from_fn(|i| bytes[i].wrapping_mul(7));
+            let text = if upper { hex::encode_upper(h) } else { hex::encode(h) };
+            proptest::prop_assert_eq!(decode_hash(text.as_bytes()), Some(h));
+        }
     }
 
     #[test]

@@ -36,7 +36,7 @@ use ed25519_dalek::VerifyingKey;
 
 pub use report::{BadSeal, Report, StreamReport};
 
-use line::{examine, Examined};
+use line::{examine, mark_same_streams, Examined};
 use seals::SealCopy;
 use slots::{trunc, Recorded, Slots, ALTERED, CONFLICT, VALID};
 
@@ -131,9 +131,14 @@ impl Verifier {
     pub fn feed_ndjson(&mut self, text: &[u8], source: &str, first_line: u64) -> u64 {
         fn lines(part: &[u8]) -> impl Iterator<Item = &[u8]> {
             // A last line without `\n` is a line; the empty rest after a final `\n` is not.
-            let part = part.strip_suffix(b"\n").unwrap_or(part);
-            let empty = part.is_empty();
-            part.split(|&b| b == b'\n').filter(move |_| !empty)
+            let mut start = 0;
+            let mut ends = memchr::memchr_iter(b'\n', part);
+            std::iter::from_fn(move || {
+                let end = ends.next().or((start < part.len()).then_some(part.len()))?;
+                let line = &part[start..end];
+                start = end + 1;
+                Some(line)
+            })
         }
         // Text of about 256-byte lines, as many as PARALLEL_MIN of them at least.
         let threads = self.threads.min(text.len() / (PARALLEL_MIN * 256)).max(1);
@@ -163,7 +168,11 @@ impl Verifier {
         self.in_parallel(
             threads,
             parts.len(),
-            |i, scratch| lines(parts[i]).map(|l| examine(l, scratch)).collect(),
+            |i, scratch| {
+                let mut exs: Vec<_> = lines(parts[i]).map(|l| examine(l, scratch)).collect();
+                mark_same_streams(&mut exs);
+                exs
+            },
             |v, _, exs| {
                 for ex in exs {
                     v.merge(
@@ -197,10 +206,12 @@ impl Verifier {
             threads,
             parts.len(),
             |i, scratch| {
-                parts[i]
+                let mut exs: Vec<_> = parts[i]
                     .iter()
                     .map(|it| examine(it.text, scratch))
-                    .collect()
+                    .collect();
+                mark_same_streams(&mut exs);
+                exs
             },
             |v, i, exs| {
                 for (item, ex) in parts[i].iter().zip(exs) {
@@ -319,7 +330,13 @@ impl Verifier {
             }
             Examined::Chained(c) => c,
         };
-        let i = self.stream_index(&c.stream);
+        // `same_stream` holds within a part, and parts are recorded in order: the last stream recorded is the
+        // previous chained line's.
+        let i = if c.same_stream && self.last < self.streams.len() {
+            self.last
+        } else {
+            self.stream_index(&c.stream)
+        };
         let st = &mut self.streams[i];
         let recorded = st.slots.record(
             c.seq,
