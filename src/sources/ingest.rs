@@ -211,7 +211,7 @@ impl Ingest {
             }
         };
         let mut results = std::thread::scope(|scope| {
-            let handles: Vec<_> = (1..threads).map(|_| scope.spawn(&work)).collect();
+            let handles: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
             let mut all = work();
             for h in handles {
                 all.extend(h.join().expect("parsing never panics"));
