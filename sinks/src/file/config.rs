@@ -31,7 +31,7 @@ pub struct FileSinkConfig {
     /// `"batch"` (default) or `"none"`, see [`Fsync`].
     #[serde(default)]
     pub fsync: Fsync,
-    /// Most events written per batch. Default 2000: larger batches fsync less often but hold more memory.
+    /// Most events written per batch. Default 10000: larger batches fsync less often but hold more memory.
     #[serde(default = "default_batch")]
     pub batch_max_events: usize,
     /// Most files kept open at once; the least recently written is closed first. Default 64.
