@@ -21,6 +21,11 @@ use super::ring::KeyRing;
 use super::state::{ChainState, StateFile, SEAL_HISTORY};
 use crate::event::Event;
 
+/// The most bytes a chain field has after its stream's prefix: up to 20 digits of `seq`, `,"prev":"`, 64 hex
+/// digits, `","hash":"`, 64 hex digits, `"}`. (A comma before the field replaces nothing; the closing brace
+/// after it replaces the event's own: one byte more in all.)
+const MEMBER_TAIL_MAX: usize = 20 + 9 + 64 + 10 + 64 + 2;
+
 /// Batches at least this long have their digests computed on all cores.
 const PARALLEL_MIN: usize = 512;
 
@@ -182,9 +187,11 @@ impl ChainGuard<'_> {
         let state = &mut self.inner.state;
         let prefix = member_prefix(&state.stream);
         // One allocation for the whole batch's new bytes, instead of one per event: each event keeps a slice.
+        // Sized exactly for the longest field, so that it never grows (a grown buffer would copy the batch and
+        // keep twice its size alive as long as any of its events).
         let room: usize = events
             .iter()
-            .map(|e| e.raw().len() + prefix.len() + 160)
+            .map(|e| e.raw().len() + prefix.len() + MEMBER_TAIL_MAX + 1)
             .sum();
         let mut arena = Vec::with_capacity(room);
         let mut ends = Vec::with_capacity(events.len());
@@ -201,6 +208,7 @@ impl ChainGuard<'_> {
             state.hash = hash;
             state.since_seal += 1;
         }
+        debug_assert!(arena.len() <= room, "the batch buffer was sized too small");
         let arena = Bytes::from(arena);
         let mut start = 0;
         // The bytes replaced are kept for an undo: moved, not copied or counted again.
