@@ -14,7 +14,7 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::canonical::{canonicalize_object, CanonicalError};
+use super::canonical::{canonicalize_object, canonicalize_open_object, CanonicalError};
 use super::FIELD;
 
 /// A SHA-256 value.
@@ -31,6 +31,14 @@ const DOMAIN: &[u8] = b"auditrail.chain.v1\0";
 pub fn content_digest(event: &[u8], scratch: &mut Vec<u8>) -> Result<Hash, CanonicalError> {
     scratch.clear();
     canonicalize_object(event, Some(FIELD), scratch)?;
+    Ok(Sha256::digest(&scratch[..]).into())
+}
+
+/// [`content_digest`] of an event given without its closing brace and whatever came last before it (e.g. the
+/// chain field cut off): the same digest, without copying the text.
+pub fn open_content_digest(members: &[u8], scratch: &mut Vec<u8>) -> Result<Hash, CanonicalError> {
+    scratch.clear();
+    canonicalize_open_object(members, Some(FIELD), scratch)?;
     Ok(Sha256::digest(&scratch[..]).into())
 }
 

@@ -13,10 +13,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use sha2::{Digest, Sha256};
-
-use crate::integrity::canonical::canonicalize_open_object;
-use crate::integrity::chain::{content_digest, link, Hash};
+use crate::integrity::chain::{content_digest, link, open_content_digest, Hash};
 use crate::integrity::seal::{Seal, SEAL_EVENT};
 use crate::integrity::FIELD;
 
@@ -123,11 +120,7 @@ fn chained<'a>(
 ) -> Examined<'a> {
     let digest = match content {
         Content::Whole => content_digest(text, scratch),
-        Content::Open(members) => {
-            scratch.clear();
-            canonicalize_open_object(members, None, scratch)
-                .map(|()| Sha256::digest(&scratch[..]).into())
-        }
+        Content::Open(members) => open_content_digest(members, scratch),
     };
     let (valid, body_error) = match digest {
         Ok(digest) => (
