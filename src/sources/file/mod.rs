@@ -25,6 +25,33 @@ use tokio::sync::mpsc;
 use super::{SourceContext, SourceError, SourceTask};
 use tailer::{PollResult, Tailer};
 
+/// Polls read ahead of the one being sent: reading and parsing go on while the sinks (or the integrity chain)
+/// take a batch, and a slow sender then takes several reads at once.
+const READ_AHEAD: usize = 4;
+
+/// Runs the tailer on a blocking thread, handing each poll's result to `reads` in order; waits `poll_interval`
+/// when a poll found nothing new. Stops when `reads` is closed.
+fn read_ahead(
+    mut tailer: Tailer,
+    ingest: Arc<super::ingest::Ingest>,
+    poll_interval: Duration,
+    reads: mpsc::Sender<PollResult>,
+) {
+    tokio::task::spawn_blocking(move || loop {
+        let result = tailer.poll(&ingest);
+        let progressed = result.progressed;
+        if reads.blocking_send(result).is_err() {
+            return;
+        }
+        if !progressed {
+            std::thread::sleep(poll_interval);
+            if reads.is_closed() {
+                return;
+            }
+        }
+    });
+}
+
 struct Pending {
     id: u64,
     end_offset: u64,
@@ -98,35 +125,43 @@ impl FileSource {
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = self.cx.shutdown.clone();
-        let poll_interval = self.config.poll_interval.0;
-        let spawn_poll = |mut tailer: Tailer, ingest: Arc<super::ingest::Ingest>| {
-            tokio::task::spawn_blocking(move || {
-                let r = tailer.poll(&ingest);
-                (tailer, r)
-            })
-        };
-        let mut next_poll = Some(spawn_poll(tailer, Arc::clone(&self.cx.ingest)));
-        'read: while let Some(poll) = next_poll.take() {
-            let (tailer, result) = match poll.await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(source = %self.cx.name, error = %e, "file reader task failed; stopping this source");
-                    break;
-                }
+        let (reads_tx, mut reads) = mpsc::channel(READ_AHEAD);
+        read_ahead(
+            tailer,
+            Arc::clone(&self.cx.ingest),
+            self.config.poll_interval.0,
+            reads_tx,
+        );
+        let max_batch = self.cx.fanout.max_batch();
+        'read: loop {
+            let mut first = None;
+            if !self
+                .drive(
+                    async { first = reads.recv().await },
+                    &mut tick,
+                    &mut shutdown,
+                )
+                .await
+            {
+                break;
+            }
+            let Some(first) = first else {
+                tracing::error!(source = %self.cx.name, "file reader stopped; stopping this source");
+                break;
             };
+            // Whatever was read while the last batch went out goes out together: one pass through the fan-out
+            // (and one chain state write) for many reads when the sinks are the slower side.
+            let mut events = self.absorb(first);
+            while events.len() < max_batch {
+                match reads.try_recv() {
+                    Ok(more) => events.extend(self.absorb(more)),
+                    Err(_) => break,
+                }
+            }
             if shutdown.is_triggered() {
                 break;
             }
-            let progressed = result.progressed;
-            let sends = self.absorb(result);
-            // While these events go out, the next read and parse already run on another core.
-            let mut idle_tailer = None;
-            if progressed {
-                next_poll = Some(spawn_poll(tailer, Arc::clone(&self.cx.ingest)));
-            } else {
-                idle_tailer = Some(tailer);
-            }
-            for events in sends {
+            if !events.is_empty() {
                 let fanout = self.cx.fanout.clone();
                 // Dropping an unfinished send on shutdown fails the events it still held: not checkpointed.
                 if !self
@@ -139,18 +174,10 @@ impl FileSource {
             while let Ok(o) = self.acks_rx.try_recv() {
                 self.on_outcome(o);
             }
-            if let Some(tailer) = idle_tailer {
-                if !self
-                    .drive(tokio::time::sleep(poll_interval), &mut tick, &mut shutdown)
-                    .await
-                {
-                    break 'read;
-                }
-                next_poll = Some(spawn_poll(tailer, Arc::clone(&self.cx.ingest)));
-            }
             self.save_if_due();
         }
-        // A read still running is left to finish on its own; its events were never sent, so never checkpointed.
+        // Reads not yet taken were never sent, so never checkpointed; closing the channel stops the reader.
+        drop(reads);
         self.finish().await;
     }
 
@@ -173,8 +200,8 @@ impl FileSource {
         }
     }
 
-    /// Takes in what a poll saw and returns the event batches to send, each with its finalizers.
-    fn absorb(&mut self, result: PollResult) -> Vec<Vec<auditrail_core::Event>> {
+    /// Takes in what a poll saw and returns its events to send, each with its batch's finalizer.
+    fn absorb(&mut self, result: PollResult) -> Vec<auditrail_core::Event> {
         for o in result.opened {
             self.files.insert(
                 o.key,
@@ -200,7 +227,7 @@ impl FileSource {
                 self.dirty = true;
             }
         }
-        let mut sends = Vec::with_capacity(result.batches.len());
+        let mut sends = Vec::new();
         for b in result.batches {
             let Some(f) = self.files.get_mut(&b.key) else {
                 continue;
@@ -222,8 +249,10 @@ impl FileSource {
             }
             // An empty batch (only invalid or blank lines) completes as soon as `batch` is dropped here.
             drop(batch);
-            if !events.is_empty() {
-                sends.push(events);
+            if sends.is_empty() {
+                sends = events;
+            } else {
+                sends.append(&mut events);
             }
         }
         for key in result.closed {
