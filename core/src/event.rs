@@ -232,8 +232,11 @@ impl Event {
             raw = Bytes::from(compact(&raw));
         }
         // One vectorized UTF-8 check of the whole line lets serde_json skip checking each string on its own.
-        let text = std::str::from_utf8(&raw)
-            .map_err(|e| InvalidEvent::NotJson(format!("not UTF-8: {e}")))?;
+        // simdutf8 checks with AVX2 where it can; the standard library's check runs only to explain a failure.
+        let text = simdutf8::basic::from_utf8(&raw).map_err(|_| {
+            let why = std::str::from_utf8(&raw).map_or_else(|e| e.to_string(), |_| String::new());
+            InvalidEvent::NotJson(format!("not UTF-8: {why}"))
+        })?;
         let probe: Probe<'_> = match serde_json::from_str(text) {
             Ok(p) => p,
             Err(e) => return Err(classify_serde_error(e)),

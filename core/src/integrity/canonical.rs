@@ -58,9 +58,10 @@ fn canonicalize(
     open: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), CanonicalError> {
-    // One vectorized check of the whole text; strings are then sliced at quote boundaries, which are char
-    // boundaries, without checking each again.
-    if std::str::from_utf8(text).is_err() {
+    // One vectorized check of the whole text (simdutf8: AVX2 where the CPU has it, several times the speed of the
+    // standard library's check on mostly-ASCII text); strings are then sliced at quote boundaries, which are
+    // char boundaries, without checking each again.
+    if simdutf8::basic::from_utf8(text).is_err() {
         return Err(CanonicalError {
             offset: 0,
             what: "not UTF-8",
