@@ -112,14 +112,15 @@ impl Ingest {
 
     /// Parses one event and tags it with the source; does not count it (see [`Self::count`]).
     pub fn parse(&self, raw: Bytes) -> Result<Event, InvalidEvent> {
-        let mut e = Event::parse(raw, self.max_line)?;
-        e.set_source(Arc::clone(&self.source));
-        if self.digests {
+        let mut e = if self.digests {
             thread_local! {
                 static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
             }
-            SCRATCH.with_borrow_mut(|scratch| e.compute_digest(scratch));
-        }
+            SCRATCH.with_borrow_mut(|scratch| Event::parse_digested(raw, self.max_line, scratch))?
+        } else {
+            Event::parse(raw, self.max_line)?
+        };
+        e.set_source(Arc::clone(&self.source));
         Ok(e)
     }
 

@@ -58,6 +58,16 @@ fn canonicalize(
     open: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), CanonicalError> {
+    canonicalize_with(text, skip, open, None, out).map(|_| ())
+}
+
+fn canonicalize_with(
+    text: &[u8],
+    skip: Option<&str>,
+    open: bool,
+    pick: Option<[&str; 3]>,
+    out: &mut Vec<u8>,
+) -> Result<Picked, CanonicalError> {
     // One vectorized check of the whole text (simdutf8: AVX2 where the CPU has it, several times the speed of the
     // standard library's check on mostly-ASCII text); strings are then sliced at quote boundaries, which are
     // char boundaries, without checking each again.
@@ -81,10 +91,36 @@ fn canonicalize(
         members,
         order,
         open_end: open,
+        pick,
+        picked: Picked::default(),
     };
     let result = p.top(out, skip);
     LISTS.set((p.members, p.order));
-    result
+    result.map(|()| p.picked)
+}
+
+/// Where some top-level members' values are, learnt while canonicalizing (see [`canonicalize_picking`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Picked {
+    /// For each name asked for, the span of its value in the text (quotes included for a string), if present.
+    pub values: [Option<(usize, usize)>; 3],
+    /// A name asked for is there more than once.
+    pub repeated: bool,
+    /// A top-level name has escapes or non-ASCII characters, so it was not compared with the names asked for.
+    pub unplain_names: bool,
+    /// The deepest nesting met: 0 for the top-level object alone.
+    pub depth: usize,
+}
+
+/// [`canonicalize_object`], also telling where the values of the top-level members named `pick` are, so that a
+/// caller that needs a few fields and the canonical form reads the text once.
+pub fn canonicalize_picking(
+    text: &[u8],
+    skip: Option<&str>,
+    pick: [&str; 3],
+    out: &mut Vec<u8>,
+) -> Result<Picked, CanonicalError> {
+    canonicalize_with(text, skip, false, Some(pick), out)
 }
 
 struct Parser<'a> {
@@ -96,6 +132,9 @@ struct Parser<'a> {
     order: Vec<u128>,
     /// The text ends where the top-level object's closing brace would be.
     open_end: bool,
+    /// Top-level names whose values to note in `picked`.
+    pick: Option<[&'a str; 3]>,
+    picked: Picked,
 }
 
 /// One object member found while scanning: where its name and value sit, and what the scan learnt of them.
@@ -261,6 +300,7 @@ impl<'a> Parser<'a> {
         if depth > MAX_DEPTH {
             return Err(self.err("nested too deeply"));
         }
+        self.picked.depth = self.picked.depth.max(depth);
         self.i += 1; // '{'
         let base = self.members.len();
         // Where the top-level object of an open text ends: at the end of the text, without a brace.
@@ -328,6 +368,19 @@ impl<'a> Parser<'a> {
         let end = self.i;
         let text = self.s;
         let raw = |r: (u32, u32)| &text[r.0 as usize..r.1 as usize];
+        if let (Some(pick), 0) = (self.pick, depth) {
+            for m in &self.members[base..] {
+                if m.name_slow {
+                    self.picked.unplain_names = true;
+                    continue;
+                }
+                if let Some(k) = pick.iter().position(|p| p.as_bytes() == raw(m.name)) {
+                    let slot = &mut self.picked.values[k];
+                    self.picked.repeated |= slot.is_some();
+                    *slot = Some((m.value.0 as usize, m.value.1 as usize));
+                }
+            }
+        }
         if let Some(skip) = skip {
             let mut n = base;
             while n < self.members.len() {
@@ -376,6 +429,8 @@ impl<'a> Parser<'a> {
                     members: Vec::new(),
                     order: Vec::new(),
                     open_end: false,
+                    pick: None,
+                    picked: Picked::default(),
                 };
                 decoded.push((p.string()?.encode_utf16().collect(), *m));
             }
@@ -467,6 +522,7 @@ impl<'a> Parser<'a> {
         if depth > MAX_DEPTH {
             return Err(self.err("nested too deeply"));
         }
+        self.picked.depth = self.picked.depth.max(depth);
         self.i += 1; // '['
         out.push(b'[');
         self.ws();
@@ -650,8 +706,14 @@ impl<'a> Parser<'a> {
             }
             p.i - s
         };
-        if digits(self) == 0 {
+        let int_start = self.i;
+        let int_digits = digits(self);
+        if int_digits == 0 {
             return Err(self.err("expected digits"));
+        }
+        // JSON (RFC 8259 §6) has no leading zeros: `01` is not a number.
+        if int_digits > 1 && self.s[int_start] == b'0' {
+            return Err(self.err("leading zero in a number"));
         }
         if self.peek() == Some(b'.') {
             self.i += 1;
