@@ -176,6 +176,11 @@ impl StateFile {
         Ok(())
     }
 
+    /// How many states were written to this file (the generation of the newest).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -447,6 +447,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_seal_due_after_a_batch_shares_its_state_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = chain(dir.path(), 5, Vec::new());
+        let (tx, mut rx) = memory_buffer(
+            "a",
+            &MemoryBufferConfig {
+                max_events: 100,
+                when_full: WhenFull::Block,
+            },
+        );
+        let (f, _sealer) = Fanout::chained(vec![tx], c.clone());
+        let before = c.lock().await.inner.file.generation();
+        f.send((0..10).map(ev).collect()).await;
+        let after = c.lock().await.inner.file.generation();
+        assert_eq!(after - before, 1, "the batch and its seal are written once");
+        let mut out = Vec::new();
+        rx.recv_many(&mut out, 100).await;
+        let seqs = check_chain(&out);
+        assert_eq!(seqs.len(), 11);
+        assert_eq!(seqs.last(), Some(&(11, true)));
+        let seal = Seal::from_event(out[10].raw()).unwrap().unwrap();
+        assert_eq!((seal.from, seal.to), (1, 10));
+    }
+
+    #[tokio::test]
     async fn a_batch_that_is_not_sent_gives_its_numbers_back() {
         let dir = tempfile::tempdir().unwrap();
         let reset = Event::internal("auditrail.integrity_reset", "AR0004W", &[]);
