@@ -121,15 +121,17 @@ impl StreamChain {
         ChainGuard {
             chain: self,
             inner: self.inner.lock().await,
+            rewind: None,
         }
     }
 
     /// Takes the chain's lock if nobody holds it.
     pub fn try_lock(&self) -> Option<ChainGuard<'_>> {
-        self.inner
-            .try_lock()
-            .ok()
-            .map(|inner| ChainGuard { chain: self, inner })
+        self.inner.try_lock().ok().map(|inner| ChainGuard {
+            chain: self,
+            inner,
+            rewind: None,
+        })
     }
 
     /// Marks the stream's source as gone (its last fan-out was dropped).
@@ -164,6 +166,26 @@ impl StreamChain {
 pub struct ChainGuard<'a> {
     chain: &'a StreamChain,
     inner: MutexGuard<'a, Inner>,
+    /// The state before the first numbering not yet committed or undone: put back if the guard is dropped
+    /// first (a send dropped while it waited for room, e.g. when its source stops), so that numbers given to
+    /// events that never left are given again instead of showing as a gap before the next seal.
+    rewind: Option<ChainState>,
+}
+
+impl Drop for ChainGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(state) = self.rewind.take() {
+            if state != self.inner.state {
+                tracing::info!(
+                    source = %self.chain.source,
+                    numbered = self.inner.state.seq,
+                    back_to = state.seq,
+                    "numbers given to events that were not handed on are taken back"
+                );
+                self.inner.state = state;
+            }
+        }
+    }
 }
 
 impl ChainGuard<'_> {
@@ -184,6 +206,9 @@ impl ChainGuard<'_> {
         }
         let digests = digests(events);
         let before = self.inner.state.clone();
+        if self.rewind.is_none() {
+            self.rewind = Some(before.clone());
+        }
         let state = &mut self.inner.state;
         let prefix = member_prefix(&state.stream);
         // One allocation for the whole batch's new bytes, instead of one per event: each event keeps a slice.
@@ -232,6 +257,9 @@ impl ChainGuard<'_> {
     /// bytes before [`Self::chain`], and pending events moved into `events` back to pending.
     pub fn undo(&mut self, events: &mut Vec<Event>, undo: Undo) {
         self.inner.state = undo.state;
+        if self.rewind.as_ref() == Some(&self.inner.state) {
+            self.rewind = None;
+        }
         for (e, raw) in events.iter_mut().zip(undo.raws) {
             e.restore_raw(raw);
         }
@@ -256,6 +284,7 @@ impl ChainGuard<'_> {
         let inner = &mut *self.inner;
         match inner.file.write(&inner.state) {
             Ok(()) => {
+                self.rewind = None;
                 self.chain.metrics.events.increment(numbered as u64);
                 true
             }
@@ -469,6 +498,34 @@ mod tests {
         assert_eq!(seqs.last(), Some(&(11, true)));
         let seal = Seal::from_event(out[10].raw()).unwrap().unwrap();
         assert_eq!((seal.from, seal.to), (1, 10));
+    }
+
+    #[tokio::test]
+    async fn a_send_dropped_while_waiting_for_room_leaves_no_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = chain(dir.path(), 1000, Vec::new());
+        let (tx, mut rx) = memory_buffer(
+            "a",
+            &MemoryBufferConfig {
+                max_events: 2,
+                when_full: WhenFull::Block,
+            },
+        );
+        let (f, sealer) = Fanout::chained(vec![tx], c.clone());
+        f.send(vec![ev(1), ev(2)]).await;
+        // The buffer is full: this send numbers its events, waits for room, and is given up (as a source that
+        // stops does with its send).
+        let waited =
+            tokio::time::timeout(Duration::from_millis(50), f.send(vec![ev(3), ev(4)])).await;
+        assert!(waited.is_err());
+        let mut out = Vec::new();
+        rx.recv_many(&mut out, 10).await;
+        sealer.seal(Duration::from_secs(1)).await.unwrap();
+        rx.recv_many(&mut out, 10).await;
+        // 1, 2, then the seal as 3: not 5 after two numbers that never left.
+        assert_eq!(check_chain(&out), vec![(1, false), (2, false), (3, true)]);
+        let seal = Seal::from_event(out[2].raw()).unwrap().unwrap();
+        assert_eq!((seal.from, seal.to), (1, 2));
     }
 
     #[tokio::test]
