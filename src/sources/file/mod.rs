@@ -133,28 +133,42 @@ impl FileSource {
             reads_tx,
         );
         let max_batch = self.cx.fanout.max_batch();
+        // A read's events that would have made the batch larger than the fan-out takes in one piece: they go
+        // first in the next batch. (A batch split in pieces could be cut between them by a shutdown, and a
+        // read delivered in part is read again in full after the restart.)
+        let mut carry = Vec::new();
         'read: loop {
-            let mut first = None;
-            if !self
-                .drive(
-                    async { first = reads.recv().await },
-                    &mut tick,
-                    &mut shutdown,
-                )
-                .await
-            {
-                break;
+            let mut events = std::mem::take(&mut carry);
+            if events.is_empty() {
+                let mut first = None;
+                if !self
+                    .drive(
+                        async { first = reads.recv().await },
+                        &mut tick,
+                        &mut shutdown,
+                    )
+                    .await
+                {
+                    break;
+                }
+                let Some(first) = first else {
+                    tracing::error!(source = %self.cx.name, "file reader stopped; stopping this source");
+                    break;
+                };
+                events = self.absorb(first);
             }
-            let Some(first) = first else {
-                tracing::error!(source = %self.cx.name, "file reader stopped; stopping this source");
-                break;
-            };
             // Whatever was read while the last batch went out goes out together: one pass through the fan-out
             // (and one chain state write) for many reads when the sinks are the slower side.
-            let mut events = self.absorb(first);
             while events.len() < max_batch {
                 match reads.try_recv() {
-                    Ok(more) => events.extend(self.absorb(more)),
+                    Ok(more) => {
+                        let more = self.absorb(more);
+                        if events.len() + more.len() > max_batch {
+                            carry = more;
+                            break;
+                        }
+                        events.extend(more);
+                    }
                     Err(_) => break,
                 }
             }
@@ -176,7 +190,9 @@ impl FileSource {
             }
             self.save_if_due();
         }
-        // Reads not yet taken were never sent, so never checkpointed; closing the channel stops the reader.
+        // Reads not yet taken were never sent, so never checkpointed; closing the channel stops the reader. The
+        // carried events go too, now: their batches' outcomes are what `finish` waits for.
+        drop(carry);
         drop(reads);
         self.finish().await;
     }
