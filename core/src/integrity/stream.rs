@@ -166,15 +166,24 @@ impl StreamChain {
 pub struct ChainGuard<'a> {
     chain: &'a StreamChain,
     inner: MutexGuard<'a, Inner>,
-    /// The state before the first numbering not yet committed or undone: put back if the guard is dropped
-    /// first (a send dropped while it waited for room, e.g. when its source stops), so that numbers given to
-    /// events that never left are given again instead of showing as a gap before the next seal.
-    rewind: Option<ChainState>,
+    /// What to put back if the guard is dropped before its numbering is committed or undone (a send dropped
+    /// while it waited for room, e.g. when its source stops).
+    rewind: Option<Rewind>,
+}
+
+/// The chain as it was before the first numbering not yet committed or undone.
+struct Rewind {
+    /// The state then: numbers given to events that never left are given again, instead of showing as a gap
+    /// before the next seal.
+    state: ChainState,
+    /// Copies of the pending events (a reset announcement) that numbering moved into a batch: they go back to
+    /// pending rather than being lost with the batch.
+    pending: Vec<Event>,
 }
 
 impl Drop for ChainGuard<'_> {
     fn drop(&mut self) {
-        if let Some(state) = self.rewind.take() {
+        if let Some(Rewind { state, mut pending }) = self.rewind.take() {
             if state != self.inner.state {
                 tracing::info!(
                     source = %self.chain.source,
@@ -183,6 +192,10 @@ impl Drop for ChainGuard<'_> {
                     "numbers given to events that were not handed on are taken back"
                 );
                 self.inner.state = state;
+            }
+            if !pending.is_empty() {
+                pending.append(&mut self.inner.pending);
+                self.inner.pending = pending;
             }
         }
     }
@@ -199,16 +212,18 @@ impl ChainGuard<'_> {
     /// writes it, [`Self::undo`] takes it back.
     pub fn chain(&mut self, events: &mut Vec<Event>) -> Undo {
         let pending = self.inner.pending.len();
+        let before = self.inner.state.clone();
+        let rewind = self.rewind.get_or_insert_with(|| Rewind {
+            state: before.clone(),
+            pending: Vec::new(),
+        });
         if pending > 0 {
+            rewind.pending.extend(self.inner.pending.iter().cloned());
             let mut all = std::mem::take(&mut self.inner.pending);
             all.append(events);
             *events = all;
         }
         let digests = digests(events);
-        let before = self.inner.state.clone();
-        if self.rewind.is_none() {
-            self.rewind = Some(before.clone());
-        }
         let state = &mut self.inner.state;
         let prefix = member_prefix(&state.stream);
         // One allocation for the whole batch's new bytes, instead of one per event: each event keeps a slice.
@@ -257,8 +272,14 @@ impl ChainGuard<'_> {
     /// bytes before [`Self::chain`], and pending events moved into `events` back to pending.
     pub fn undo(&mut self, events: &mut Vec<Event>, undo: Undo) {
         self.inner.state = undo.state;
-        if self.rewind.as_ref() == Some(&self.inner.state) {
-            self.rewind = None;
+        if let Some(rewind) = self.rewind.as_mut() {
+            if rewind.state == self.inner.state {
+                self.rewind = None;
+            } else {
+                // Undos come last first: the copies this numbering added are the last ones.
+                let keep = rewind.pending.len().saturating_sub(undo.pending);
+                rewind.pending.truncate(keep);
+            }
         }
         for (e, raw) in events.iter_mut().zip(undo.raws) {
             e.restore_raw(raw);
@@ -526,6 +547,38 @@ mod tests {
         assert_eq!(check_chain(&out), vec![(1, false), (2, false), (3, true)]);
         let seal = Seal::from_event(out[2].raw()).unwrap().unwrap();
         assert_eq!((seal.from, seal.to), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_send_gives_back_the_announcement_it_carried() {
+        let dir = tempfile::tempdir().unwrap();
+        let reset = Event::internal("auditrail.integrity_reset", "AR0004W", &[]);
+        let c = chain(dir.path(), 1000, vec![reset]);
+        let (tx, mut rx) = memory_buffer(
+            "a",
+            &MemoryBufferConfig {
+                max_events: 2,
+                when_full: WhenFull::Block,
+            },
+        );
+        // The buffer is full before the first send, so the send that numbers the announcement has to wait.
+        tx.try_send(vec![ev(100), ev(101)]).unwrap();
+        let (f, _sealer) = Fanout::chained(vec![tx], c.clone());
+        let waited = tokio::time::timeout(Duration::from_millis(50), f.send(vec![ev(1)])).await;
+        assert!(waited.is_err());
+        let mut out = Vec::new();
+        rx.recv_many(&mut out, 10).await;
+        assert_eq!(out.len(), 2, "only the two events put in first");
+        out.clear();
+        f.send(vec![ev(2)]).await;
+        rx.recv_many(&mut out, 10).await;
+        let kinds: Vec<String> = out.iter().map(|e| e.kind().into_owned()).collect();
+        assert_eq!(kinds.len(), 2, "{kinds:?}");
+        assert!(
+            kinds.iter().any(|k| k == "auditrail.integrity_reset"),
+            "the announcement is not lost with the send that carried it: {kinds:?}"
+        );
+        assert_eq!(check_chain(&out), vec![(1, false), (2, false)]);
     }
 
     #[tokio::test]
