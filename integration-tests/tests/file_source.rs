@@ -209,17 +209,27 @@ fn kill_9_mid_stream_loses_nothing() {
 
 #[test]
 fn sigterm_drains_in_flight_events_and_resumes_without_duplicates() {
+    sigterm_then_restart(
+        "batch_max_events = 50\nbuffer = { type = \"memory\", max_events = 5000 }",
+    );
+}
+
+/// A buffer smaller than one read of the file source (about 2,800 of these lines): each read goes out as several
+/// batches, and SIGTERM lands between them.
+#[test]
+fn sigterm_with_a_buffer_smaller_than_a_read_resumes_without_duplicates() {
+    sigterm_then_restart("batch_max_events = 50\nbuffer = { type = \"memory\", max_events = 700 }");
+}
+
+/// Sends SIGTERM mid-stream with this sink configuration, restarts, and checks that every line arrived once.
+fn sigterm_then_restart(sink: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("in")).unwrap();
     const N: usize = 200_000;
     write_events(&d.join("in/a.log"), "t-", N);
     let api = free_port();
-    let cfg = config(
-        d,
-        api,
-        "batch_max_events = 50\nbuffer = { type = \"memory\", max_events = 5000 }",
-    );
+    let cfg = config(d, api, sink);
     // An fsync every 50 events keeps the run seconds long, so SIGTERM lands mid-stream.
     let agent = Agent::start(d, &cfg, api);
     wait_for(Duration::from_secs(60), "some output", || {

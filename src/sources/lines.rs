@@ -31,6 +31,17 @@ pub enum Line {
     },
 }
 
+impl Line {
+    /// Where the line starts in the stream and its 1-based number (when known).
+    pub fn position(&self) -> (u64, Option<u64>) {
+        match self {
+            Line::Complete { start, number, .. } | Line::TooLong { start, number, .. } => {
+                (*start, *number)
+            }
+        }
+    }
+}
+
 struct Discarding {
     start: u64,
     number: Option<u64>,

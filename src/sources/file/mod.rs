@@ -116,7 +116,7 @@ impl FileSource {
         }
     }
 
-    async fn run(mut self, tailer: Tailer) {
+    async fn run(mut self, mut tailer: Tailer) {
         let mut tick = tokio::time::interval(
             self.config
                 .checkpoint_interval
@@ -125,6 +125,8 @@ impl FileSource {
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = self.cx.shutdown.clone();
+        let max_batch = self.cx.fanout.max_batch();
+        tailer.set_max_batch(max_batch);
         let (reads_tx, mut reads) = mpsc::channel(READ_AHEAD);
         read_ahead(
             tailer,
@@ -132,14 +134,12 @@ impl FileSource {
             self.config.poll_interval.0,
             reads_tx,
         );
-        let max_batch = self.cx.fanout.max_batch();
-        // A read's events that would have made the batch larger than the fan-out takes in one piece: they go
-        // first in the next batch. (A batch split in pieces could be cut between them by a shutdown, and a
-        // read delivered in part is read again in full after the restart.)
-        let mut carry = Vec::new();
+        // Read batches waiting to be sent, in order. A batch goes out whole, never split across two sends: a
+        // shutdown between the pieces of a split batch would leave it delivered in part, and all of it would be
+        // read again after the restart. (The tailer caps each read batch at `max_batch` lines so that one fits.)
+        let mut queue: VecDeque<Vec<auditrail_core::Event>> = VecDeque::new();
         'read: loop {
-            let mut events = std::mem::take(&mut carry);
-            if events.is_empty() {
+            if queue.is_empty() {
                 let mut first = None;
                 if !self
                     .drive(
@@ -155,20 +155,29 @@ impl FileSource {
                     tracing::error!(source = %self.cx.name, "file reader stopped; stopping this source");
                     break;
                 };
-                events = self.absorb(first);
+                queue.extend(self.absorb(first));
             }
             // Whatever was read while the last batch went out goes out together: one pass through the fan-out
             // (and one chain state write) for many reads when the sinks are the slower side.
-            while events.len() < max_batch {
-                match reads.try_recv() {
-                    Ok(more) => {
-                        let more = self.absorb(more);
-                        if events.len() + more.len() > max_batch {
-                            carry = more;
-                            break;
-                        }
-                        events.extend(more);
+            let mut events = Vec::new();
+            loop {
+                if let Some(next) = queue.front() {
+                    if !events.is_empty() && events.len() + next.len() > max_batch {
+                        break;
                     }
+                    let next = queue.pop_front().unwrap_or_default();
+                    if events.is_empty() {
+                        events = next;
+                    } else {
+                        events.extend(next);
+                    }
+                    continue;
+                }
+                if events.len() >= max_batch {
+                    break;
+                }
+                match reads.try_recv() {
+                    Ok(more) => queue.extend(self.absorb(more)),
                     Err(_) => break,
                 }
             }
@@ -191,8 +200,8 @@ impl FileSource {
             self.save_if_due();
         }
         // Reads not yet taken were never sent, so never checkpointed; closing the channel stops the reader. The
-        // carried events go too, now: their batches' outcomes are what `finish` waits for.
-        drop(carry);
+        // queued batches go too, now: their outcomes are what `finish` waits for.
+        drop(queue);
         drop(reads);
         self.finish().await;
     }
@@ -216,8 +225,8 @@ impl FileSource {
         }
     }
 
-    /// Takes in what a poll saw and returns its events to send, each with its batch's finalizer.
-    fn absorb(&mut self, result: PollResult) -> Vec<auditrail_core::Event> {
+    /// Takes in what a poll saw and returns its batches' events to send, each event with its batch's finalizer.
+    fn absorb(&mut self, result: PollResult) -> Vec<Vec<auditrail_core::Event>> {
         for o in result.opened {
             self.files.insert(
                 o.key,
@@ -265,10 +274,8 @@ impl FileSource {
             }
             // An empty batch (only invalid or blank lines) completes as soon as `batch` is dropped here.
             drop(batch);
-            if sends.is_empty() {
-                sends = events;
-            } else {
-                sends.append(&mut events);
+            if !events.is_empty() {
+                sends.push(events);
             }
         }
         for key in result.closed {

@@ -17,7 +17,7 @@ use auditrail_core::Event;
 use super::checkpoint::{Entry, FileKey, Fingerprint, FINGERPRINT_BYTES};
 use super::config::{FileSourceConfig, ReadFrom};
 use crate::sources::ingest::Ingest;
-use crate::sources::lines::LineSplitter;
+use crate::sources::lines::{Line, LineSplitter};
 
 /// Bytes read from one file per read call.
 const CHUNK: usize = 256 * 1024;
@@ -94,6 +94,8 @@ pub struct Tailer {
     next: usize,
     last_glob: Option<Instant>,
     first_scan: bool,
+    /// Most lines in one [`ReadBatch`]; see [`Tailer::set_max_batch`].
+    max_batch: usize,
 }
 
 impl Tailer {
@@ -116,7 +118,15 @@ impl Tailer {
             next: 0,
             last_glob: None,
             first_scan: true,
+            max_batch: usize::MAX,
         }
+    }
+
+    /// Caps the lines of one read batch at what the fan-out takes in one piece. A batch larger than that would
+    /// be sent in pieces under one checkpoint, and a shutdown between pieces would leave it delivered in part:
+    /// all of it read again after the restart. Capped, each piece has its own checkpoint.
+    pub fn set_max_batch(&mut self, max: usize) {
+        self.max_batch = max.max(1);
     }
 
     /// Discovers files when due, then reads what is new, up to a budget.
@@ -274,7 +284,6 @@ impl Tailer {
         }
         t.eof_since = None;
         let mut lines = Vec::new();
-        let mut events = Vec::new();
         let mut rejected = Vec::new();
         let mut total = 0;
         while *budget > 0 {
@@ -298,28 +307,50 @@ impl Tailer {
                 break;
             }
         }
-        let path = &t.path;
-        ingest.take_lines(
-            lines,
-            |n, off| location(path, n, off),
-            &mut events,
-            &mut rejected,
-        );
         if t.fingerprint.len < FINGERPRINT_BYTES {
             if let Ok(fp) = Fingerprint::of(&t.file) {
                 t.fingerprint = fp;
             }
         }
-        ingest.reject(&rejected);
-        ingest.count(&events);
         if total > 0 {
-            out.batches.push(ReadBatch {
-                key,
-                events,
-                end_offset: t.lines.offset(),
-                end_line: t.lines.line(),
-                fingerprint: t.fingerprint,
-            });
+            let path = &t.path;
+            // Each piece of at most `max_batch` lines ends where the next one starts; the last where the reading
+            // stopped (which also covers a line still incomplete, none of whose bytes are checkpointed).
+            let end = (t.lines.offset(), t.lines.line());
+            let mut pieces = Vec::new();
+            if lines.len() <= self.max_batch {
+                pieces.push((lines, end.0, end.1));
+            } else {
+                let mut rest = lines.into_iter().peekable();
+                loop {
+                    let piece: Vec<Line> = rest.by_ref().take(self.max_batch).collect();
+                    match rest.peek().map(Line::position) {
+                        Some((start, number)) => pieces.push((piece, start, number.map(|n| n - 1))),
+                        None => {
+                            pieces.push((piece, end.0, end.1));
+                            break;
+                        }
+                    }
+                }
+            }
+            for (lines, end_offset, end_line) in pieces {
+                let mut events = Vec::new();
+                ingest.take_lines(
+                    lines,
+                    |n, off| location(path, n, off),
+                    &mut events,
+                    &mut rejected,
+                );
+                ingest.count(&events);
+                out.batches.push(ReadBatch {
+                    key,
+                    events,
+                    end_offset,
+                    end_line,
+                    fingerprint: t.fingerprint,
+                });
+            }
+            ingest.reject(&rejected);
         }
         total
     }
@@ -413,6 +444,49 @@ mod tests {
             (line(1).len() + line(2).len()) as u64
         );
         assert_eq!(r.batches[0].end_line, Some(2));
+    }
+
+    #[test]
+    fn a_read_is_cut_into_batches_of_at_most_max_batch_lines_each_with_its_own_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let ingest = Ingest::new("t", 200, dir.path());
+        let path = dir.path().join("a.log");
+        // Lines 1-7, the 4th not JSON, then half of line 8.
+        let mut text = String::new();
+        let mut ends = vec![0u64];
+        for i in 1..=7 {
+            text.push_str(&if i == 4 {
+                "not json\n".to_string()
+            } else {
+                line(i)
+            });
+            ends.push(text.len() as u64);
+        }
+        text.push_str(&line(8)[..10]);
+        std::fs::write(&path, &text).unwrap();
+        let mut t = Tailer::new(&config(dir.path()), HashMap::new());
+        t.set_max_batch(3);
+        let r = t.poll(&ingest);
+        let got: Vec<(Vec<String>, u64, Option<u64>)> = r
+            .batches
+            .iter()
+            .map(|b| {
+                (
+                    b.events.iter().map(|e| e.uid().into_owned()).collect(),
+                    b.end_offset,
+                    b.end_line,
+                )
+            })
+            .collect();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            [
+                (s(&["1", "2", "3"]), ends[3], Some(3)),
+                (s(&["5", "6"]), ends[6], Some(6)),
+                (s(&["7"]), ends[7], Some(7)),
+            ]
+        );
     }
 
     #[test]
