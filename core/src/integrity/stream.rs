@@ -437,6 +437,19 @@ mod tests {
         ))
     }
 
+    /// A memory buffer of `max_events` that blocks when full.
+    fn block_buffer(
+        max_events: usize,
+    ) -> (crate::buffer::BufferSender, crate::buffer::BufferReceiver) {
+        memory_buffer(
+            "a",
+            &MemoryBufferConfig {
+                max_events,
+                when_full: WhenFull::Block,
+            },
+        )
+    }
+
     /// Checks that `events` form an unbroken chain from seq 1 and returns them as (seq, is_seal).
     fn check_chain(events: &[Event]) -> Vec<(u64, bool)> {
         let mut prev = GENESIS;
@@ -458,13 +471,7 @@ mod tests {
     async fn batches_are_chained_sealed_and_the_state_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let c = chain(dir.path(), 5, Vec::new());
-        let (tx, mut rx) = memory_buffer(
-            "a",
-            &MemoryBufferConfig {
-                max_events: 10_000,
-                when_full: WhenFull::Block,
-            },
-        );
+        let (tx, mut rx) = block_buffer(10_000);
         let (f, sealer) = Fanout::chained(vec![tx], c.clone());
         f.send((0..3).map(ev).collect()).await;
         f.send((3..1203).map(ev).collect()).await; // large enough to digest on all cores
@@ -500,13 +507,7 @@ mod tests {
     async fn a_seal_due_after_a_batch_shares_its_state_write() {
         let dir = tempfile::tempdir().unwrap();
         let c = chain(dir.path(), 5, Vec::new());
-        let (tx, mut rx) = memory_buffer(
-            "a",
-            &MemoryBufferConfig {
-                max_events: 100,
-                when_full: WhenFull::Block,
-            },
-        );
+        let (tx, mut rx) = block_buffer(100);
         let (f, _sealer) = Fanout::chained(vec![tx], c.clone());
         let before = c.lock().await.inner.file.generation();
         f.send((0..10).map(ev).collect()).await;
@@ -525,13 +526,7 @@ mod tests {
     async fn a_send_dropped_while_waiting_for_room_leaves_no_gap() {
         let dir = tempfile::tempdir().unwrap();
         let c = chain(dir.path(), 1000, Vec::new());
-        let (tx, mut rx) = memory_buffer(
-            "a",
-            &MemoryBufferConfig {
-                max_events: 2,
-                when_full: WhenFull::Block,
-            },
-        );
+        let (tx, mut rx) = block_buffer(2);
         let (f, sealer) = Fanout::chained(vec![tx], c.clone());
         f.send(vec![ev(1), ev(2)]).await;
         // The buffer is full: this send numbers its events, waits for room, and is given up (as a source that
@@ -554,13 +549,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reset = Event::internal("auditrail.integrity_reset", "AR0004W", &[]);
         let c = chain(dir.path(), 1000, vec![reset]);
-        let (tx, mut rx) = memory_buffer(
-            "a",
-            &MemoryBufferConfig {
-                max_events: 2,
-                when_full: WhenFull::Block,
-            },
-        );
+        let (tx, mut rx) = block_buffer(2);
         // The buffer is full before the first send, so the send that numbers the announcement has to wait.
         tx.try_send(vec![ev(100), ev(101)]).unwrap();
         let (f, _sealer) = Fanout::chained(vec![tx], c.clone());
@@ -586,13 +575,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reset = Event::internal("auditrail.integrity_reset", "AR0004W", &[]);
         let c = chain(dir.path(), 1000, vec![reset]);
-        let (tx, mut rx) = memory_buffer(
-            "a",
-            &MemoryBufferConfig {
-                max_events: 4,
-                when_full: WhenFull::Block,
-            },
-        );
+        let (tx, mut rx) = block_buffer(4);
         let (f, _sealer) = Fanout::chained(vec![tx], c.clone());
         f.send(vec![ev(1)]).await; // the pending announcement goes first: 2 events
         let back = f.try_send(vec![ev(2), ev(3), ev(4)]).unwrap_err();
