@@ -314,8 +314,8 @@ impl Tailer {
         }
         if total > 0 {
             let path = &t.path;
-            // Each piece of at most `max_batch` lines ends where the next one starts; the last where the reading
-            // stopped (which also covers a line still incomplete, none of whose bytes are checkpointed).
+            // Each piece of at most `max_batch` lines ends where the next one starts; the last where the last
+            // complete line ends (the bytes of a line still incomplete are not checkpointed).
             let end = (t.lines.offset(), t.lines.line());
             let mut pieces = Vec::new();
             if lines.len() <= self.max_batch {
