@@ -50,6 +50,9 @@ pub struct Event {
     timestamp_nanos: i64,
     source: Option<Arc<str>>,
     finalizer: Option<Finalizer>,
+    /// The integrity chain's own link to this event's outcome, for a stream with a memory-buffered sink: the
+    /// chain learns which numbers are finished at every sink (see `integrity::stream`).
+    chain_finalizer: Option<Finalizer>,
     /// The integrity chain's content digest, when the source computed it while parsing (on all cores).
     digest: Option<[u8; 32]>,
 }
@@ -297,6 +300,7 @@ impl Event {
             timestamp_nanos,
             source: None,
             finalizer: None,
+            chain_finalizer: None,
             digest: None,
         })
     }
@@ -365,6 +369,7 @@ impl Event {
             timestamp_nanos,
             source: None,
             finalizer: None,
+            chain_finalizer: None,
             digest: Some(digest),
         })
     }
@@ -435,6 +440,16 @@ impl Event {
         self.finalizer = Some(finalizer);
     }
 
+    /// Attaches the integrity chain's finalizer (see the field's doc).
+    pub fn set_chain_finalizer(&mut self, finalizer: Finalizer) {
+        self.chain_finalizer = Some(finalizer);
+    }
+
+    /// Detaches the integrity chain's finalizer (when a numbering is taken back).
+    pub fn take_chain_finalizer(&mut self) -> Option<Finalizer> {
+        self.chain_finalizer.take()
+    }
+
     /// Computes and keeps the integrity chain's content digest of the event (see
     /// [`crate::integrity::chain::content_digest`]), so the chain does not compute it on its own, sequential
     /// path. `scratch` is reused between calls.
@@ -473,6 +488,9 @@ impl Event {
     /// so the source keeps it for redelivery.
     pub fn finish(mut self, status: EventStatus) {
         if let Some(f) = self.finalizer.as_mut() {
+            f.set_status(status);
+        }
+        if let Some(f) = self.chain_finalizer.as_mut() {
             f.set_status(status);
         }
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::buffer::{BufferSender, Reservation};
+use crate::crash::{self, CrashPoint};
 use crate::event::Event;
 use crate::integrity::stream::{ChainGuard, StreamChain};
 
@@ -94,6 +95,7 @@ impl Fanout {
             return Err(events);
         };
         let undo = guard.chain(&mut events);
+        crash::point(CrashPoint::ChainAfterNumber);
         let Some(reservations) = self.try_reserve(&events) else {
             guard.undo(&mut events, undo);
             return Err(events);
@@ -103,7 +105,9 @@ impl Fanout {
             guard.undo(&mut events, undo);
             return Err(events);
         }
+        crash::point(CrashPoint::ChainAfterStateWrite);
         deliver(reservations, events);
+        crash::point(CrashPoint::ChainAfterDeliver);
         if guard.seal_due() {
             let (mut seal, undo) = guard.seal();
             match self.try_reserve(&seal) {
@@ -136,6 +140,16 @@ impl Fanout {
             link.chain.seal_skipped();
             return Err(());
         };
+        // A seal promises that everything before it is in the store: where events may die in memory, only once
+        // every sink finished with them.
+        if !guard.settle(deadline).await {
+            tracing::warn!(
+                source = link.chain.source(),
+                "the sinks did not finish the events numbered so far within {timeout:?}: the seal waits for the next epoch"
+            );
+            link.chain.seal_skipped();
+            return Err(());
+        }
         let (mut seal, undo) = guard.seal();
         match tokio::time::timeout_at(deadline, self.reserve(&seal)).await {
             Ok(reservations) => {
@@ -149,6 +163,23 @@ impl Fanout {
                 Err(())
             }
         }
+    }
+
+    /// Waits, until `timeout`, for every number given so far to be finished at every sink, then writes the chain
+    /// state, so that a restart after a clean stop declares nothing. True when settled (at once without a chain
+    /// or for a stream that is not tracked).
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        let Some(link) = &self.chain else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        let Ok(mut guard) = tokio::time::timeout_at(deadline, link.chain.lock()).await else {
+            return false;
+        };
+        if !guard.tracked() {
+            return true;
+        }
+        guard.settle(deadline).await && guard.try_commit(0)
     }
 
     /// The chain this fan-out numbers in, if any.
@@ -195,6 +226,9 @@ impl Fanout {
         while !events.is_empty() {
             let rest = split_rest(&mut events, self.chunk);
             let undo = guard.as_mut().map(|g| g.chain(&mut events));
+            if undo.is_some() {
+                crash::point(CrashPoint::ChainAfterNumber);
+            }
             let reserved = match deadline {
                 None => Some(self.reserve(&events).await),
                 Some(d) => tokio::time::timeout_at(d, self.reserve(&events)).await.ok(),
@@ -220,10 +254,14 @@ impl Fanout {
                 }
                 let numbered = events.len() + sealed.as_ref().map_or(0, |(s, _)| s.len());
                 g.commit(numbered).await;
+                crash::point(CrashPoint::ChainAfterStateWrite);
             }
             deliver(reservations, events);
             if let Some((seal, r)) = sealed {
                 deliver(r, seal);
+            }
+            if guard.is_some() {
+                crash::point(CrashPoint::ChainAfterDeliver);
             }
             if let Some(g) = guard.as_mut() {
                 if g.seal_due() {

@@ -6,6 +6,7 @@
 
 pub mod ack;
 pub mod buffer;
+pub mod crash;
 pub mod dead_letter;
 pub mod event;
 pub mod fanout;

@@ -1,11 +1,10 @@
 //! The agent's side of the integrity chain: loading the key, resuming (or, when its state is lost, resetting)
 //! each source's chain at start, and the sealer that seals every stream each epoch and evolves the key.
 //!
-//! Resuming: the state file of each stream is written before any numbered event leaves the fan-out, so it is
-//! never behind. It can be ahead: numbers given to a batch that a crash stopped before it reached the buffers.
-//! When every sink of a source has a disk buffer, nothing but those buffers ever saw the chain, so the chain
-//! resumes right after the newest event they hold and no gap appears. With a memory buffer such numbers may be
-//! lost with the process: the chain then shows the gap, which is the truth.
+//! Resuming is decided by [`auditrail_core::integrity::resume`] from the state file and what the buffers of
+//! the source's sinks say ([`recover`]): with disk buffers only, right after the newest record any of them got,
+//! so no crash leaves a gap or reuses a seq; with a memory buffer, after the last number given, declaring first
+//! the window of numbers that may have died with the process (an `auditrail.integrity_crash` event).
 
 pub mod config;
 mod recover;
@@ -17,13 +16,14 @@ use std::time::Duration;
 
 use auditrail_core::integrity::keys::{self, EpochKey, KeyError};
 use auditrail_core::integrity::ring::KeyRing;
-use auditrail_core::integrity::seal::{RESET_CODE, RESET_EVENT};
+use auditrail_core::integrity::resume::{resume, Resumed};
+use auditrail_core::integrity::seal::{CRASH_CODE, CRASH_EVENT, RESET_CODE, RESET_EVENT};
 use auditrail_core::integrity::state::{ChainState, Loaded, StateFile};
 use auditrail_core::integrity::stream::StreamChain;
 use auditrail_core::{Event, Fanout};
 
 pub use config::IntegrityConfig;
-pub use recover::{scan_buffers, BufferedTail};
+pub use recover::{sink_buffers, SinkBuffer};
 
 /// What keeps the chains from starting.
 #[derive(Debug, thiserror::Error)]
@@ -40,14 +40,6 @@ pub enum IntegrityError {
         #[source]
         source: std::io::Error,
     },
-    /// Reading a disk buffer to resume the chain.
-    #[error("[integrity] reading the disk buffer of sink `{sink}` to resume the chain: {message}")]
-    Buffer {
-        /// The sink.
-        sink: String,
-        /// Why.
-        message: String,
-    },
 }
 
 /// The chains of all sources and the key that seals them.
@@ -59,14 +51,17 @@ pub struct Chains {
 
 const REGISTRY: &str = "streams.json";
 
+/// The least time between two seals of a memory-buffered stream made because `seal_events` were numbered.
+const COUNT_SEAL_SPACING: Duration = Duration::from_secs(1);
+
 impl Chains {
-    /// Loads (or creates) the key and resumes the chain of every source in `sources`. `tails` holds, for each
-    /// source whose sinks all have disk buffers, the newest chained event those buffers hold.
+    /// Loads (or creates) the key and resumes the chain of every source in `sources`. `buffers` holds, for each
+    /// source, what the buffers of its sinks say about the chain (see [`sink_buffers`]).
     pub fn open(
         config: &IntegrityConfig,
         data_dir: &Path,
         sources: &[String],
-        tails: &BTreeMap<String, BufferedTail>,
+        buffers: &BTreeMap<String, Vec<SinkBuffer>>,
     ) -> Result<Chains, IntegrityError> {
         let key = load_or_create_key(&config.key)?;
         let epoch = key.epoch;
@@ -83,6 +78,8 @@ impl Chains {
         let node = config.node_id();
         let resets = metrics::counter!("auditrail_integrity_resets_total");
         resets.increment(0);
+        let crash_windows = metrics::counter!("auditrail_integrity_crash_windows_total");
+        crash_windows.increment(0);
         let mut chains = BTreeMap::new();
         for source in sources {
             let path = dir.join(format!("{source}.chain"));
@@ -90,42 +87,64 @@ impl Chains {
                 path: path.clone(),
                 source: e,
             })?;
-            let tail = tails.get(source);
+            let sinks: &[SinkBuffer] = buffers.get(source).map_or(&[], |b| b.as_slice());
             let known = registry
                 .as_ref()
                 .is_some_and(|r| r.iter().any(|s| s == source));
-            // Any chained event of this source in a buffer proves the chain ran before.
-            let buffered = tail.and_then(|t| t.last.values().max_by_key(|b| b.seq));
-            let (found, lost) = match loaded {
-                Loaded::Found(s) => (Some(s), None),
-                Loaded::Damaged(why) => (
-                    None,
-                    Some(format!("chain state file {} is damaged: {why}", path.display())),
-                ),
-                Loaded::Missing if known => (
-                    None,
-                    Some(format!("chain state file {} is missing", path.display())),
-                ),
-                Loaded::Missing if buffered.is_some() => (
-                    None,
-                    Some(format!(
-                        "chain state file {} is missing but a disk buffer holds events of the stream",
-                        path.display()
-                    )),
-                ),
-                Loaded::Missing if registry.is_none() && epoch > 0 => (
-                    None,
-                    Some(format!(
-                        "chain state directory {} was lost (the key is at epoch {epoch}, so the chain ran before)",
-                        dir.display()
-                    )),
-                ),
-                Loaded::Missing => (None, None),
-            };
             let stream = format!("{node}/{source}");
-            let (state, pending) = match (found, lost) {
+            // Any chained event of this source in a buffer proves the chain ran before.
+            let buffered = sinks
+                .iter()
+                .filter_map(|b| b.newest_of(&stream))
+                .max_by_key(|b| b.1);
+            let mut lost = match &loaded {
+                Loaded::Found(_) => None,
+                Loaded::Damaged(why) => Some(format!(
+                    "chain state file {} is damaged: {why}",
+                    path.display()
+                )),
+                Loaded::Missing if known => Some(format!(
+                    "chain state file {} is missing",
+                    path.display()
+                )),
+                Loaded::Missing if buffered.is_some() => Some(format!(
+                    "chain state file {} is missing but a disk buffer holds events of the stream",
+                    path.display()
+                )),
+                Loaded::Missing if registry.is_none() && epoch > 0 => Some(format!(
+                    "chain state directory {} was lost (the key is at epoch {epoch}, so the chain ran before)",
+                    dir.display()
+                )),
+                Loaded::Missing => None,
+            };
+            let mut window = None;
+            let mut resumed = None;
+            if let Loaded::Found(found) = loaded {
+                let views: Vec<_> = sinks.iter().map(|b| b.view(&found.stream)).collect();
+                match resume(found, &views) {
+                    Resumed::Continue {
+                        state,
+                        window: w,
+                        rolled_back,
+                    } => {
+                        if rolled_back > 0 {
+                            tracing::info!(
+                                source = %source,
+                                stream = %state.stream,
+                                resumes_after = state.seq,
+                                taken_back = rolled_back,
+                                "integrity chain resumes after the newest event its disk buffers got; numbers given to events that never reached them are given again"
+                            );
+                        }
+                        window = w;
+                        resumed = Some(state);
+                    }
+                    Resumed::StateBehind(why) => lost = Some(why),
+                }
+            }
+            let (state, pending) = match (resumed, lost) {
                 (_, Some(reason)) => {
-                    let previous = buffered.map_or(stream.clone(), |b| b.stream.clone());
+                    let previous = buffered.as_ref().map_or(stream.clone(), |b| b.0.clone());
                     let new_stream = format!(
                         "{stream}~{}",
                         chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
@@ -146,51 +165,46 @@ impl Chains {
                             ("previous_stream", previous.into()),
                             ("new_stream", new_stream.clone().into()),
                             ("reason", reason.into()),
-                            ("last_buffered_seq", buffered.map(|b| b.seq).into()),
+                            ("last_buffered_seq", buffered.map(|b| b.1).into()),
                         ],
                     );
                     event.set_source(source.as_str().into());
-                    (ChainState::new(new_stream), vec![event])
+                    let mut state = ChainState::new(new_stream);
+                    state.base = Some(state.mark());
+                    (state, vec![event])
                 }
-                (Some(mut state), None) => {
-                    if let Some(b) = tail.and_then(|t| t.last.get(&state.stream)) {
-                        if b.seq < state.seq {
-                            tracing::info!(
-                                source = %source,
-                                stream = %state.stream,
-                                numbered = state.seq,
-                                buffered = b.seq,
-                                "integrity chain resumes after the newest event its disk buffers hold; numbers given to events that never reached them are given again"
-                            );
-                            let last_seal = state
-                                .seals
-                                .iter()
-                                .chain(
-                                    tail.and_then(|t| t.seals.get(&state.stream))
-                                        .into_iter()
-                                        .flatten(),
-                                )
-                                .copied()
-                                .filter(|&s| s <= b.seq)
-                                .max()
-                                .unwrap_or(0);
-                            let mut seals: Vec<u64> = state
-                                .seals
-                                .iter()
-                                .copied()
-                                .filter(|&s| s < last_seal)
-                                .collect();
-                            seals.push(last_seal);
-                            seals.retain(|&s| s > 0);
-                            state.seq = b.seq;
-                            state.hash = b.hash;
-                            state.since_seal = b.seq - last_seal;
-                            state.seals = seals;
-                        }
+                (Some(state), None) => {
+                    let mut pending = Vec::new();
+                    if let Some((from, to)) = window {
+                        let reason = "the agent stopped without shutting down (a crash or kill) while a memory-buffered sink held events: those events died with the process and are read again where their source can (file), under new seqs";
+                        tracing::warn!(
+                            source = %source,
+                            stream = %state.stream,
+                            from,
+                            to,
+                            "integrity chain: declaring the seqs that may have been numbered but not delivered before a crash"
+                        );
+                        crash_windows.increment(1);
+                        let mut event = Event::internal(
+                            CRASH_EVENT,
+                            CRASH_CODE,
+                            &[
+                                ("source", source.as_str().into()),
+                                ("stream", state.stream.clone().into()),
+                                ("window", serde_json::json!({ "from": from, "to": to })),
+                                ("reason", reason.into()),
+                            ],
+                        );
+                        event.set_source(source.as_str().into());
+                        pending.push(event);
                     }
+                    (state, pending)
+                }
+                (None, None) => {
+                    let mut state = ChainState::new(stream);
+                    state.base = Some(state.mark());
                     (state, Vec::new())
                 }
-                (None, None) => (ChainState::new(stream), Vec::new()),
             };
             file.write(&state).map_err(|e| IntegrityError::State {
                 path: path.clone(),
@@ -206,6 +220,7 @@ impl Chains {
                     ring.clone(),
                     config.seal_events,
                     pending,
+                    sinks.iter().any(|b| matches!(b, SinkBuffer::Memory { .. })),
                 )),
             );
         }
@@ -238,6 +253,7 @@ impl Chains {
         let mut tick =
             tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_count_seal: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
         let key_errors = metrics::counter!("auditrail_integrity_key_errors_total");
         key_errors.increment(0);
         while !open.is_empty() {
@@ -251,6 +267,7 @@ impl Chains {
                             );
                         }
                     }
+                    auditrail_core::crash::point(auditrail_core::crash::CrashPoint::SealAfterDeliver);
                     match self.ring.evolve() {
                         Ok(epoch) => tracing::debug!(epoch, "integrity key moved to its next epoch"),
                         Err(e) => {
@@ -259,7 +276,20 @@ impl Chains {
                         }
                     }
                 }
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    // Streams with a memory-buffered sink are sealed here after `seal_events`, never inline:
+                    // their seal waits for the sinks, so at most once a second.
+                    for f in &open {
+                        let Some(c) = f.chain() else { continue };
+                        let recent = last_count_seal
+                            .get(c.source())
+                            .is_some_and(|t: &tokio::time::Instant| t.elapsed() < COUNT_SEAL_SPACING);
+                        if !recent && c.wants_seal() {
+                            last_count_seal.insert(c.source().to_string(), tokio::time::Instant::now());
+                            let _ = f.seal(timeout).await;
+                        }
+                    }
+                }
             }
             let (closed, still): (Vec<Fanout>, Vec<Fanout>) = open
                 .into_iter()
@@ -270,6 +300,12 @@ impl Chains {
                     tracing::warn!(
                         source = f.chain().map_or("?", |c| c.source()),
                         "no room for the stream's final seal; its last events stay unsealed"
+                    );
+                }
+                if !f.settle(timeout).await {
+                    tracing::warn!(
+                        source = f.chain().map_or("?", |c| c.source()),
+                        "the sinks did not finish the stream's last events within {timeout:?}: the next start declares them as possibly lost"
                     );
                 }
             }

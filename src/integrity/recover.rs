@@ -1,105 +1,85 @@
-//! Finding, in the disk buffers, the newest chained event of each stream, so a restarted chain resumes right
-//! after it.
+//! What each sink's buffer tells the integrity chain at start: for a disk buffer, the chain tails it holds or
+//! held (read by the buffer at open, before its sink takes anything out of it, so nothing is deleted under the
+//! reading); for a memory buffer, nothing.
 
 use std::collections::BTreeMap;
 
-use auditrail_core::buffer::{self, disk, BufferConfig};
-use auditrail_core::integrity::chain::{read_field, Hash};
-use auditrail_core::integrity::seal::SEAL_EVENT;
+use auditrail_core::buffer::disk::{ChainTails, Recovery, TailsFile};
+use auditrail_core::integrity::resume::SinkView;
 
-use super::IntegrityError;
 use crate::config::Config;
 
-/// The newest chained events of one source found in the disk buffers of all its sinks.
-#[derive(Clone, Debug, Default)]
-pub struct BufferedTail {
-    /// Per stream name (a source has several after a chain reset), the event with the highest seq.
-    pub last: BTreeMap<String, Buffered>,
-    /// Per stream name, the seqs of the seals found, ascending.
-    pub seals: BTreeMap<String, Vec<u64>>,
-}
-
-/// One chained event found in a buffer.
+/// One sink's buffer, as the chain of a source it reads sees it.
 #[derive(Clone, Debug)]
-pub struct Buffered {
-    /// Its stream.
-    pub stream: String,
-    /// Its seq.
-    pub seq: u64,
-    /// Its hash.
-    pub hash: Hash,
+pub enum SinkBuffer {
+    /// A disk buffer, with what it found at open.
+    Disk {
+        /// The sink.
+        sink: String,
+        /// The chain tails of every stream it holds or held.
+        tails: ChainTails,
+        /// Whether its history is known (its tails file was there and sound).
+        known: bool,
+    },
+    /// A memory buffer.
+    Memory {
+        /// The sink.
+        sink: String,
+    },
 }
 
-/// For each source whose sinks all have disk buffers, what those buffers hold of its chain. Sources with a
-/// memory-buffered sink are left out: what such a sink got cannot be read back, so their chain never rolls
-/// back.
-pub fn scan_buffers(config: &Config) -> Result<BTreeMap<String, BufferedTail>, IntegrityError> {
-    let mut out: BTreeMap<String, BufferedTail> = BTreeMap::new();
+impl SinkBuffer {
+    /// What this buffer tells about `stream`.
+    pub fn view(&self, stream: &str) -> SinkView {
+        match self {
+            SinkBuffer::Disk { tails, known, .. } => SinkView::Disk {
+                tail: tails
+                    .streams
+                    .get(stream)
+                    .map(|t| (t.seq, t.hash, t.last_seal)),
+                known: *known,
+            },
+            SinkBuffer::Memory { .. } => SinkView::Memory,
+        }
+    }
+
+    /// The newest record of any segment of `stream` (the stream itself or one of its reset segments
+    /// `stream~…`) this buffer holds or held: proof that the chain ran before.
+    pub fn newest_of(&self, stream: &str) -> Option<(String, u64)> {
+        let SinkBuffer::Disk { tails, .. } = self else {
+            return None;
+        };
+        tails
+            .streams
+            .iter()
+            .filter(|(s, _)| *s == stream || s.strip_prefix(stream).is_some_and(|r| r.starts_with('~')))
+            .max_by_key(|(_, t)| t.seq)
+            .map(|(s, t)| (s.clone(), t.seq))
+    }
+}
+
+/// For each source, what the buffers of the sinks reading it tell; `recoveries` holds what each disk buffer
+/// found at open, by sink.
+pub fn sink_buffers(
+    config: &Config,
+    recoveries: &BTreeMap<String, Recovery>,
+) -> BTreeMap<String, Vec<SinkBuffer>> {
+    let mut out: BTreeMap<String, Vec<SinkBuffer>> = BTreeMap::new();
     for source in config.sources.keys() {
-        let sinks: Vec<(&String, &BufferConfig)> = config
+        let buffers = config
             .sinks
             .iter()
             .filter(|(_, s)| s.inputs.iter().any(|i| i == source))
-            .map(|(n, s)| (n, &s.buffer))
+            .map(|(sink, _)| match recoveries.get(sink) {
+                Some(r) => SinkBuffer::Disk {
+                    sink: sink.clone(),
+                    tails: r.chain_tails.clone(),
+                    known: r.tails_file == TailsFile::Sound,
+                },
+                None => SinkBuffer::Memory { sink: sink.clone() },
+            })
             .collect();
-        if sinks.is_empty()
-            || !sinks
-                .iter()
-                .all(|(_, b)| matches!(b, BufferConfig::Disk(_)))
-        {
-            continue;
-        }
-        out.insert(source.clone(), BufferedTail::default());
+        out.insert(source.clone(), buffers);
     }
-    if out.is_empty() {
-        return Ok(out);
-    }
-    for (sink, entry) in &config.sinks {
-        if !matches!(entry.buffer, BufferConfig::Disk(_))
-            || !entry.inputs.iter().any(|i| out.contains_key(i))
-        {
-            continue;
-        }
-        let dir = buffer::disk_dir(&config.data_dir, sink);
-        let seal_prefix = format!("{{\"event\":\"{SEAL_EVENT}\"");
-        disk::for_each_record(&dir, |source, raw| {
-            let Some(tail) = out.get_mut(source) else {
-                return;
-            };
-            let Ok(field) = read_field(raw) else {
-                return; // unchained (e.g. an auditrail.error report)
-            };
-            if raw.starts_with(seal_prefix.as_bytes()) {
-                tail.seals
-                    .entry(field.stream.clone())
-                    .or_default()
-                    .push(field.seq);
-            }
-            let newer = tail
-                .last
-                .get(&field.stream)
-                .is_none_or(|l| field.seq > l.seq);
-            if newer {
-                tail.last.insert(
-                    field.stream.clone(),
-                    Buffered {
-                        stream: field.stream,
-                        seq: field.seq,
-                        hash: field.hash,
-                    },
-                );
-            }
-        })
-        .map_err(|e| IntegrityError::Buffer {
-            sink: sink.clone(),
-            message: e.to_string(),
-        })?;
-    }
-    for t in out.values_mut() {
-        for s in t.seals.values_mut() {
-            s.sort_unstable();
-            s.dedup();
-        }
-    }
-    Ok(out)
+    out
 }

@@ -83,7 +83,8 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
     })?;
     let (trigger, shutdown) = shutdown_channel();
     let mut senders: BTreeMap<String, buffer::BufferSender> = BTreeMap::new();
-    let mut sinks = JoinSet::new();
+    let mut recoveries = BTreeMap::new();
+    let mut ready = Vec::new();
     for (name, entry) in &config.sinks {
         let sink = entry.kind.build().map_err(|e| PipelineError::Sink {
             sink: name.clone(),
@@ -103,27 +104,36 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
             }
         }
         senders.insert(name.clone(), tx);
-        let cx = SinkContext::new(name, config.data_dir.clone());
-        tracing::info!(sink = %name, r#type = entry.kind.type_name(), "sink started");
-        let name = name.clone();
-        sinks.spawn(async move {
-            let r = sink.run(rx, cx).await.map_err(|e| e.to_string());
-            (name, r)
-        });
+        if let Some(r) = built.recovery {
+            recoveries.insert(name.clone(), r);
+        }
+        ready.push((name.clone(), entry.kind.type_name(), sink, rx));
     }
+    // The chains resume from what the buffers held at open, before any sink takes (and acknowledges, and
+    // deletes) anything: read later, the newest records could be gone and the chain would give their seqs again.
     let chains = match &config.integrity {
         Some(ic) => {
-            let tails = crate::integrity::scan_buffers(&config)?;
+            let buffers = crate::integrity::sink_buffers(&config, &recoveries);
             let names: Vec<String> = config.sources.keys().cloned().collect();
             Some(crate::integrity::Chains::open(
                 ic,
                 &config.data_dir,
                 &names,
-                &tails,
+                &buffers,
             )?)
         }
         None => None,
     };
+    drop(recoveries);
+    let mut sinks = JoinSet::new();
+    for (name, type_name, sink, rx) in ready {
+        let cx = SinkContext::new(&name, config.data_dir.clone());
+        tracing::info!(sink = %name, r#type = type_name, "sink started");
+        sinks.spawn(async move {
+            let r = sink.run(rx, cx).await.map_err(|e| e.to_string());
+            (name, r)
+        });
+    }
     let mut sealers = Vec::new();
     let mut source_tasks = JoinSet::new();
     for (name, source) in &config.sources {

@@ -197,7 +197,36 @@ impl EpochKey {
     }
 
     /// Reads the secret key file at `path`, refusing it if group or others can access it.
+    ///
+    /// A key evolution that a crash interrupted is finished or forgotten here: when the next epoch's file
+    /// (`<key>.key.tmp`, written and synced before the old file is wiped) is sound and follows the current one —
+    /// or the current one was already wiped — it is renamed into place; a torn one is removed.
     pub fn load(path: &Path) -> Result<EpochKey, KeyError> {
+        let tmp = path.with_extension("key.tmp");
+        if !tmp.exists() {
+            return EpochKey::load_file(path);
+        }
+        let finish = |key: EpochKey| -> Result<EpochKey, KeyError> {
+            fs::rename(&tmp, path).map_err(|source| KeyError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            sync_parent(path)?;
+            tracing::warn!(key = %path.display(), epoch = key.epoch, "finished a key evolution that a crash interrupted");
+            Ok(key)
+        };
+        match (EpochKey::load_file(path), EpochKey::load_file(&tmp)) {
+            (Ok(old), Ok(new)) if new.epoch == old.epoch + 1 && new.root == old.root => finish(new),
+            (Err(KeyError::Invalid { .. }), Ok(new)) => finish(new),
+            (Ok(old), _) => {
+                let _ = fs::remove_file(&tmp);
+                Ok(old)
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    fn load_file(path: &Path) -> Result<EpochKey, KeyError> {
         let io = |source| KeyError::Io {
             path: path.to_path_buf(),
             source,
@@ -278,6 +307,7 @@ impl EpochKey {
             f.write_all(b"\n").map_err(io)?;
             f.sync_all().map_err(io)?;
         }
+        crate::crash::point(crate::crash::CrashPoint::KeyAfterWrite);
         match OpenOptions::new().write(true).open(path) {
             Ok(mut old) => {
                 let len = old.metadata().map_err(io)?.len();
@@ -287,17 +317,29 @@ impl EpochKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(e)),
         }
+        crate::crash::point(crate::crash::CrashPoint::KeyAfterWipe);
         fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        }
-        Ok(())
+        crate::crash::point(crate::crash::CrashPoint::KeyAfterRename);
+        sync_parent(path)
     }
+}
+
+/// Syncs the directory holding `path`.
+fn sync_parent(path: &Path) -> Result<(), KeyError> {
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| KeyError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// Writes a new key pair: the secret file at `secret_path` (mode 0600, refused if it exists) and the public

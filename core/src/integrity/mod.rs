@@ -8,6 +8,7 @@
 pub mod canonical;
 pub mod chain;
 pub mod keys;
+pub mod resume;
 pub mod ring;
 pub mod seal;
 pub mod state;

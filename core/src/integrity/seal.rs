@@ -28,6 +28,10 @@ pub const SEAL_CODE: &str = "AR0003I";
 pub const RESET_EVENT: &str = "auditrail.integrity_reset";
 /// The event code of a chain reset.
 pub const RESET_CODE: &str = "AR0004W";
+/// The event type declaring, after a crash, the window of seqs that may have been numbered but not delivered.
+pub const CRASH_EVENT: &str = "auditrail.integrity_crash";
+/// The event code of a declared crash window.
+pub const CRASH_CODE: &str = "AR0005W";
 
 const SEAL_DOMAIN: &[u8] = b"auditrail.seal.v1\0";
 

@@ -38,6 +38,27 @@ pub struct ChainState {
     pub since_seal: u64,
     /// Seqs of the most recent seals, oldest first.
     pub seals: Vec<u64>,
+    /// Where this life of the agent started the stream (the point a restart resumed at): every seq up to it is
+    /// settled, and everything after it was numbered in this life. `None` in a state written by an older version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Mark>,
+    /// For a stream with a memory-buffered sink: every seq up to this one was finished by every sink (delivered,
+    /// or rejected or dropped on purpose). Numbers after it may die with the process; a restart declares them.
+    #[serde(default)]
+    pub acked: u64,
+}
+
+/// A point of the chain: a seq, its hash, and how many events (seals included) were numbered since the seal
+/// before it (so that seal is at `seq - since_seal`, or there is none when that is 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    /// The seq.
+    pub seq: u64,
+    /// Its hash.
+    #[serde(with = "hex_hash")]
+    pub hash: Hash,
+    /// Events numbered since the previous seal.
+    pub since_seal: u64,
 }
 
 impl ChainState {
@@ -49,6 +70,17 @@ impl ChainState {
             hash: super::chain::GENESIS,
             since_seal: 0,
             seals: Vec::new(),
+            base: None,
+            acked: 0,
+        }
+    }
+
+    /// Where the chain stands, as a [`Mark`].
+    pub fn mark(&self) -> Mark {
+        Mark {
+            seq: self.seq,
+            hash: self.hash,
+            since_seal: self.since_seal,
         }
     }
 
@@ -209,6 +241,12 @@ mod tests {
             hash: [seq as u8; 32],
             since_seal: seq % 5,
             seals: vec![1, seq],
+            base: Some(Mark {
+                seq: seq / 2,
+                hash: [1; 32],
+                since_seal: 0,
+            }),
+            acked: seq / 3,
         }
     }
 

@@ -5,20 +5,30 @@
 //! reserves room in the buffers, writes the state ([`ChainGuard::commit`]) and hands the batch on, in that order,
 //! so that the chain is in `seq` order in every buffer and the state on disk is never behind what a buffer got.
 //! A batch that finds no room is un-numbered ([`ChainGuard::undo`]) and its numbers are given again later.
+//!
+//! A stream with a memory-buffered sink also follows which of its numbers are finished at every sink (each
+//! numbered batch gets its own acknowledgement batch, see [`Tracker`]): events held in memory die with the
+//! process, so a restart declares the numbers not known finished (`ChainState::acked` onwards), and a seal —
+//! the promise that everything before it is in the store — is numbered only once everything before it is
+//! finished ([`ChainGuard::settle`]). Such a stream is sealed by the sealer task, never inline after a batch,
+//! so that this wait holds up the source only at a seal.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use metrics::Counter;
-use tokio::sync::{Mutex, MutexGuard, Notify};
+use tokio::sync::{mpsc, Mutex, MutexGuard, Notify};
+use tokio::time::Instant;
 
 use super::chain::{
     append_member_to, content_digest, link, member_prefix, write_member_with, Hash,
 };
 use super::ring::KeyRing;
 use super::state::{ChainState, StateFile, SEAL_HISTORY};
+use crate::ack::{AckBatch, BatchOutcome};
 use crate::event::Event;
 
 /// The most bytes a chain field has after its stream's prefix: up to 20 digits of `seq`, `,"prev":"`, 64 hex
@@ -45,6 +55,57 @@ struct Inner {
     file: StateFile,
     /// Events to number before anything else (a chain reset's announcement).
     pending: Vec<Event>,
+    /// For a stream with a memory-buffered sink: which numbers are finished.
+    tracker: Option<Tracker>,
+}
+
+/// Which numbered batches every sink has finished with: each batch numbered gets an acknowledgement batch of
+/// the chain's own, whose outcome arrives when the last copy of its last event is released (delivered,
+/// rejected, dropped — or failed, which a restart would not bring back either: the source reads it again under
+/// a new seq). `ChainState::acked` moves over the finished prefix.
+struct Tracker {
+    tx: mpsc::UnboundedSender<BatchOutcome>,
+    rx: mpsc::UnboundedReceiver<BatchOutcome>,
+    next_id: u64,
+    /// Numbered batches not yet known finished, oldest first: id, last seq, finished.
+    outstanding: VecDeque<(u64, u64, bool)>,
+}
+
+impl Tracker {
+    fn new() -> Tracker {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Tracker {
+            tx,
+            rx,
+            next_id: 0,
+            outstanding: VecDeque::new(),
+        }
+    }
+
+    fn apply(&mut self, id: u64) {
+        if let Ok(i) = self.outstanding.binary_search_by_key(&id, |e| e.0) {
+            self.outstanding[i].2 = true;
+        }
+    }
+
+    /// Takes in the outcomes that arrived and returns the last seq of the finished prefix, if it moved.
+    fn poll(&mut self) -> Option<u64> {
+        while let Ok(o) = self.rx.try_recv() {
+            self.apply(o.id);
+        }
+        let mut acked = None;
+        while self.outstanding.front().is_some_and(|e| e.2) {
+            acked = self.outstanding.pop_front().map(|e| e.1);
+        }
+        acked
+    }
+
+    /// Forgets batches numbered from id `first` on (their numbering was taken back).
+    fn forget_from(&mut self, first: u64) {
+        while self.outstanding.back().is_some_and(|e| e.0 >= first) {
+            self.outstanding.pop_back();
+        }
+    }
 }
 
 struct ChainMetrics {
@@ -60,6 +121,8 @@ pub struct Undo {
     raws: Vec<Bytes>,
     /// Pending events moved to the front of the batch, which go back to pending.
     pending: usize,
+    /// The first tracker batch id this numbering took, if the stream is tracked.
+    tracked_from: Option<u64>,
 }
 
 impl std::fmt::Debug for StreamChain {
@@ -72,7 +135,8 @@ impl std::fmt::Debug for StreamChain {
 
 impl StreamChain {
     /// The chain of `source`, resuming at `state`, written to `file`. `pending` events (e.g. a reset
-    /// announcement) are numbered first.
+    /// announcement) are numbered first. `track` follows which numbers every sink finished (for a stream with a
+    /// memory-buffered sink).
     pub fn new(
         source: &str,
         state: ChainState,
@@ -80,6 +144,7 @@ impl StreamChain {
         ring: Arc<KeyRing>,
         seal_events: u64,
         pending: Vec<Event>,
+        track: bool,
     ) -> StreamChain {
         let labels = [("source", source.to_string())];
         let metrics = ChainMetrics {
@@ -102,6 +167,7 @@ impl StreamChain {
                 state,
                 file,
                 pending,
+                tracker: track.then(Tracker::new),
             }),
             ring,
             seal_events: seal_events.max(1),
@@ -160,6 +226,14 @@ impl StreamChain {
     pub fn seal_skipped(&self) {
         self.metrics.seals_skipped.increment(1);
     }
+
+    /// Whether the sealer must seal this stream after `seal_events` (a tracked stream is never sealed inline);
+    /// false when the chain is busy.
+    pub fn wants_seal(&self) -> bool {
+        self.try_lock().is_some_and(|g| {
+            g.inner.tracker.is_some() && g.inner.state.since_seal >= self.seal_events
+        })
+    }
 }
 
 /// The chain, locked.
@@ -179,11 +253,21 @@ struct Rewind {
     /// Copies of the pending events (a reset announcement) that numbering moved into a batch: they go back to
     /// pending rather than being lost with the batch.
     pending: Vec<Event>,
+    /// The tracker's next batch id then: batches from it on are forgotten.
+    tracked_from: u64,
 }
 
 impl Drop for ChainGuard<'_> {
     fn drop(&mut self) {
-        if let Some(Rewind { state, mut pending }) = self.rewind.take() {
+        if let Some(Rewind {
+            state,
+            mut pending,
+            tracked_from,
+        }) = self.rewind.take()
+        {
+            if let Some(t) = self.inner.tracker.as_mut() {
+                t.forget_from(tracked_from);
+            }
             if state != self.inner.state {
                 tracing::info!(
                     source = %self.chain.source,
@@ -213,9 +297,11 @@ impl ChainGuard<'_> {
     pub fn chain(&mut self, events: &mut Vec<Event>) -> Undo {
         let pending = self.inner.pending.len();
         let before = self.inner.state.clone();
+        let tracked_from = self.inner.tracker.as_ref().map(|t| t.next_id);
         let rewind = self.rewind.get_or_insert_with(|| Rewind {
             state: before.clone(),
             pending: Vec::new(),
+            tracked_from: tracked_from.unwrap_or(0),
         });
         if pending > 0 {
             rewind.pending.extend(self.inner.pending.iter().cloned());
@@ -249,6 +335,16 @@ impl ChainGuard<'_> {
             state.since_seal += 1;
         }
         debug_assert!(arena.len() <= room, "the batch buffer was sized too small");
+        let last = state.seq;
+        if let (Some(t), false) = (self.inner.tracker.as_mut(), events.is_empty()) {
+            let id = t.next_id;
+            t.next_id += 1;
+            t.outstanding.push_back((id, last, false));
+            let batch = AckBatch::new(id, t.tx.clone());
+            for e in events.iter_mut() {
+                e.set_chain_finalizer(batch.finalizer());
+            }
+        }
         let arena = Bytes::from(arena);
         let mut start = 0;
         // The bytes replaced are kept for an undo: moved, not copied or counted again.
@@ -265,6 +361,7 @@ impl ChainGuard<'_> {
             state: before,
             raws,
             pending,
+            tracked_from,
         }
     }
 
@@ -272,6 +369,9 @@ impl ChainGuard<'_> {
     /// bytes before [`Self::chain`], and pending events moved into `events` back to pending.
     pub fn undo(&mut self, events: &mut Vec<Event>, undo: Undo) {
         self.inner.state = undo.state;
+        if let (Some(t), Some(first)) = (self.inner.tracker.as_mut(), undo.tracked_from) {
+            t.forget_from(first);
+        }
         if let Some(rewind) = self.rewind.as_mut() {
             if rewind.state == self.inner.state {
                 self.rewind = None;
@@ -283,6 +383,8 @@ impl ChainGuard<'_> {
         }
         for (e, raw) in events.iter_mut().zip(undo.raws) {
             e.restore_raw(raw);
+            // Released as failed, for a batch the tracker no longer knows: ignored.
+            drop(e.take_chain_finalizer());
         }
         let mut pending: Vec<Event> = events.drain(..undo.pending.min(events.len())).collect();
         pending.append(&mut self.inner.pending);
@@ -302,6 +404,7 @@ impl ChainGuard<'_> {
 
     /// Writes the state once; on failure logs and counts it and returns false (the caller takes the batch back).
     pub fn try_commit(&mut self, numbered: usize) -> bool {
+        self.poll_acks();
         let inner = &mut *self.inner;
         match inner.file.write(&inner.state) {
             Ok(()) => {
@@ -322,9 +425,40 @@ impl ChainGuard<'_> {
         }
     }
 
-    /// Whether `seal_events` events were numbered since the last seal.
+    /// Whether `seal_events` events were numbered since the last seal and the stream is sealed inline (after
+    /// the batch); a tracked stream is sealed by the sealer instead ([`StreamChain::wants_seal`]).
     pub fn seal_due(&self) -> bool {
-        self.inner.state.since_seal >= self.chain.seal_events
+        self.inner.tracker.is_none() && self.inner.state.since_seal >= self.chain.seal_events
+    }
+
+    /// Whether the stream follows which numbers are finished (it has a memory-buffered sink).
+    pub fn tracked(&self) -> bool {
+        self.inner.tracker.is_some()
+    }
+
+    /// Takes in the outcomes that arrived: `ChainState::acked` moves over the finished prefix.
+    fn poll_acks(&mut self) {
+        if let Some(acked) = self.inner.tracker.as_mut().and_then(Tracker::poll) {
+            let state = &mut self.inner.state;
+            state.acked = state.acked.max(acked);
+        }
+    }
+
+    /// Waits, until `deadline`, for every number given so far to be finished at every sink; true when it is (at
+    /// once for an untracked stream). The chain stays locked meanwhile: nothing new is numbered.
+    pub async fn settle(&mut self, deadline: Instant) -> bool {
+        loop {
+            self.poll_acks();
+            if self.inner.tracker.is_none() || self.inner.state.acked >= self.inner.state.seq {
+                return true;
+            }
+            let t = self.inner.tracker.as_mut().expect("tracked");
+            match tokio::time::timeout_at(deadline, t.rx.recv()).await {
+                Ok(Some(o)) => t.apply(o.id),
+                // The tracker holds a sender: the channel never closes.
+                Ok(None) | Err(_) => return false,
+            }
+        }
     }
 
     /// Makes the stream's next seal, numbered as an event of the stream (after any pending announcement, which it
@@ -425,6 +559,15 @@ mod tests {
     }
 
     fn chain(dir: &std::path::Path, seal_events: u64, pending: Vec<Event>) -> Arc<StreamChain> {
+        chain_with(dir, seal_events, pending, false)
+    }
+
+    fn chain_with(
+        dir: &std::path::Path,
+        seal_events: u64,
+        pending: Vec<Event>,
+        track: bool,
+    ) -> Arc<StreamChain> {
         let (file, _) = StateFile::open(&dir.join("s.chain")).unwrap();
         let ring = Arc::new(KeyRing::new(EpochKey::generate(), &dir.join("k.key")));
         Arc::new(StreamChain::new(
@@ -434,7 +577,69 @@ mod tests {
             ring,
             seal_events,
             pending,
+            track,
         ))
+    }
+
+    fn stored(dir: &std::path::Path) -> ChainState {
+        match StateFile::open(&dir.join("s.chain")).unwrap().1 {
+            crate::integrity::state::Loaded::Found(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tracked_stream_seals_only_what_every_sink_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = chain_with(dir.path(), 3, Vec::new(), true);
+        let (tx, mut rx) = block_buffer(100);
+        let (f, sealer) = Fanout::chained(vec![tx], c.clone());
+        f.send((0..5).map(ev).collect()).await;
+        // Past seal_events, but never sealed inline: the sealer does it, once the sinks are done.
+        assert!(c.wants_seal());
+        let mut held = Vec::new();
+        rx.recv_many(&mut held, 100).await;
+        assert_eq!(held.len(), 5, "no seal was made after the batch");
+        assert!(
+            sealer.seal(Duration::from_millis(50)).await.is_err(),
+            "a seal over events still in memory would promise what a crash can take away"
+        );
+        assert_eq!(stored(dir.path()).acked, 0);
+        // Finishing them (in any order) lets the seal through.
+        let last = held.pop().unwrap();
+        for e in held.drain(..) {
+            e.finish(crate::EventStatus::Delivered);
+        }
+        last.finish(crate::EventStatus::Rejected);
+        sealer.seal(Duration::from_secs(1)).await.unwrap();
+        let s = stored(dir.path());
+        assert_eq!((s.seq, s.acked, s.seals.clone()), (6, 5, vec![6]));
+        let mut out = Vec::new();
+        rx.recv_many(&mut out, 10).await;
+        let seal = Seal::from_event(out[0].raw()).unwrap().unwrap();
+        assert_eq!((seal.from, seal.to), (1, 5));
+        // Once the seal is finished too, settling writes that everything is.
+        drop(out);
+        assert!(sealer.settle(Duration::from_secs(1)).await);
+        assert_eq!(stored(dir.path()).acked, 6);
+    }
+
+    #[tokio::test]
+    async fn a_numbering_taken_back_is_forgotten_by_the_tracker() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = chain_with(dir.path(), 1000, Vec::new(), true);
+        let (tx, mut rx) = block_buffer(2);
+        let (f, sealer) = Fanout::chained(vec![tx], c.clone());
+        f.send(vec![ev(1), ev(2)]).await;
+        let waited =
+            tokio::time::timeout(Duration::from_millis(50), f.send(vec![ev(3), ev(4)])).await;
+        assert!(waited.is_err(), "the buffer is full");
+        let mut out = Vec::new();
+        rx.recv_many(&mut out, 10).await;
+        drop(out); // released without an outcome: finished, as far as a restart goes
+        assert!(sealer.settle(Duration::from_secs(1)).await);
+        let s = stored(dir.path());
+        assert_eq!((s.seq, s.acked), (2, 2), "numbers 3 and 4 were taken back");
     }
 
     /// A memory buffer of `max_events` that blocks when full.

@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::crash::{self, CrashPoint};
+use crate::crash::{self, CrashPoint};
 use super::cursor::{self, Position};
 use super::segment::segment_path;
 use super::shared::Shared;
+use super::tails;
 use crate::ack::{BatchOutcome, EventStatus};
 
 /// How long to wait before retrying a cursor write that failed.
@@ -179,7 +180,8 @@ fn normalize(shared: &Shared, mut pos: Position) -> Position {
     pos
 }
 
-/// Writes the cursor durably, then deletes the segments wholly before it and frees their bytes.
+/// Writes the cursor durably, then the chain tails, then deletes the segments wholly before it and frees their
+/// bytes.
 fn persist(shared: &Shared, pos: Position) -> io::Result<()> {
     crash::point(CrashPoint::AfterAck);
     let pos = normalize(shared, pos);
@@ -194,6 +196,10 @@ fn persist(shared: &Shared, pos: Position) -> io::Result<()> {
         return Ok(());
     }
     crash::point(CrashPoint::BeforeUnlink);
+    // The doomed segments may hold the newest record of a stream: what the chain resumes after. Every record in
+    // them is durable, so the tails made durable so far cover them.
+    tails::store(&shared.dir, &shared.dir_handle, &shared.tails())?;
+    crash::point(CrashPoint::AfterTailsWrite);
     let mut freed = 0;
     for id in doomed {
         let path = segment_path(&shared.dir, id);

@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::crash::{self, CrashPoint};
+use crate::crash::{self, CrashPoint};
 use super::segment::segment_name;
 
 /// Name of the cursor file in the buffer directory.

@@ -13,7 +13,6 @@
 
 mod acks;
 mod config;
-mod crash;
 mod cursor;
 mod error;
 mod inspect;
@@ -25,6 +24,7 @@ mod recovery;
 mod segment;
 mod sender;
 mod shared;
+mod tails;
 mod writer;
 
 #[cfg(test)]
@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 pub use config::DiskBufferConfig;
-pub use crash::CRASH_POINTS;
+pub use crate::crash::CRASH_POINTS;
 pub use cursor::Position;
 pub use error::DiskBufferError;
 pub use inspect::{inspect, Inspection, SegmentInfo};
@@ -47,6 +47,7 @@ pub use records::for_each_record;
 pub use recovery::Recovery;
 pub use segment::{scan_segment, ScanReport, Tail, MAX_RECORD_LEN};
 pub use sender::{DiskReservation, DiskSender};
+pub use tails::{ChainTail, ChainTails, TailsFile};
 
 use acks::AckState;
 use lock::DirLock;
@@ -85,6 +86,28 @@ pub fn open(
         source,
     })?;
 
+    // What the chain needs to resume: the tails remembered for deleted segments and those of the records still
+    // here (after a kill -9 that includes records written but not yet synced, which the page cache kept).
+    let (mut tails, tails_file) =
+        tails::load(dir).map_err(|source| DiskBufferError::ReadDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    records::for_each_record(dir, |_, raw| tails.observe_raw(raw))?;
+    tails::store(dir, &dir_handle, &tails).map_err(|source| DiskBufferError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let mut analysis = analysis;
+    if let TailsFile::Damaged(why) = &tails_file {
+        analysis.recovery.messages.push(format!(
+            "chain tails file {} is damaged ({why}): where the integrity chain stood in deleted segments is lost",
+            tails::tails_path(dir).display()
+        ));
+    }
+    analysis.recovery.chain_tails = tails.clone();
+    analysis.recovery.tails_file = tails_file;
+
     let labels = [("sink", sink.to_string())];
     let metrics = Metrics {
         events: metrics::gauge!("auditrail_buffer_events", &labels),
@@ -119,6 +142,7 @@ pub fn open(
         pending_records: recovery.pending_records,
         first_new_segment: analysis.next_segment,
         metrics,
+        tails,
         lock,
     }));
     max_bytes.set(shared.max_size as f64);

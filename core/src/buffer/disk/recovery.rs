@@ -14,6 +14,7 @@ use std::path::Path;
 use super::cursor::{self, CursorRead, Position, CURSOR_TMP};
 use super::error::DiskBufferError;
 use super::segment::{list_segments, scan_file, segment_path, Tail};
+use super::tails::{ChainTails, TailsFile};
 use crate::event::Event;
 
 /// What `open` found and did: records waiting for the sink, and any damage skipped.
@@ -29,6 +30,10 @@ pub struct Recovery {
     pub missing_segments: u64,
     /// One line per problem, naming the file.
     pub messages: Vec<String>,
+    /// The chain tail of every stream the buffer holds or held (filled by `open`).
+    pub chain_tails: ChainTails,
+    /// Whether the buffer's tails file was there: without it, what deleted segments held is unknown.
+    pub tails_file: TailsFile,
 }
 
 impl Recovery {

@@ -15,6 +15,7 @@ use metrics::{Counter, Gauge};
 use tokio::sync::Semaphore;
 
 use super::lock::DirLock;
+use super::tails::ChainTails;
 use crate::buffer::drops::Drops;
 use crate::buffer::WhenFull;
 use crate::event::Event;
@@ -113,6 +114,9 @@ pub(crate) struct Shared {
     pub synced_records: AtomicU64,
     /// The metrics.
     pub metrics: Metrics,
+    /// The chain tail of every stream this buffer holds or held, as far as it is durable: updated by the writer
+    /// after each fsync, written to the tails file before acknowledged segments are deleted.
+    pub tails: Mutex<ChainTails>,
     /// Held until every part of the buffer is gone.
     pub _lock: DirLock,
 }
@@ -130,6 +134,7 @@ pub(crate) struct SharedInit {
     pub pending_records: u64,
     pub first_new_segment: u64,
     pub metrics: Metrics,
+    pub tails: ChainTails,
     pub lock: DirLock,
 }
 
@@ -160,6 +165,7 @@ impl Shared {
             first_new_segment: init.first_new_segment,
             synced_records: AtomicU64::new(0),
             metrics: init.metrics,
+            tails: Mutex::new(init.tails),
             _lock: init.lock,
         }
     }
@@ -214,6 +220,11 @@ impl Shared {
     /// Counts dropped events and logs it (at most every 10 s).
     pub fn record_drops(&self, n: u64, why: &'static str) {
         self.drops.record(n, why);
+    }
+
+    /// A copy of the chain tails made durable so far.
+    pub fn tails(&self) -> ChainTails {
+        self.tails.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// An `auditrail.dropped` event for drops not yet reported, if any.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::crash::{self, CrashPoint};
+use crate::crash::{self, CrashPoint};
 use super::segment::{encode, record_len, segment_path};
 use super::shared::{Shared, MAX_IN_FLIGHT};
 use crate::ack::EventStatus;
@@ -224,6 +224,13 @@ impl Writer {
             self.dir_dirty = false;
         }
         crash::point(CrashPoint::AfterFsync);
+        // Before the sink can see these records (and so before their segment can be deleted), the chain tails
+        // know them.
+        self.shared
+            .tails
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe_group(&self.pending);
         self.committed += self.buf.len() as u64;
         self.buf.clear();
         self.last_sync = Some(Instant::now());

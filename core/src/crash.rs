@@ -1,10 +1,10 @@
-//! Test-only crash hook: aborts the process at a named step of the write or acknowledgement path, so that fault
-//! tests can kill the agent between any two steps and check that reopening the buffer loses nothing acknowledged
-//! and replays nothing already acknowledged by the sink.
+//! Test-only crash hook: aborts the process at a named step of a durable path — the disk buffer's write and
+//! acknowledgement path, the integrity chain's numbering, state write and hand-over, seals and key evolution —
+//! so that fault tests can kill the agent between any two steps and check that a restart loses nothing
+//! acknowledged, replays nothing already acknowledged by the sink, and never gives a chain `seq` to two contents.
 //!
-//! `AUDITRAIL_CRASH_AT` names the step (`after_write`, `after_fsync`, `after_ack`, `after_cursor_write`,
-//! `after_cursor_rename`, `before_unlink`, `after_unlink`); `AUDITRAIL_CRASH_AFTER=N` aborts the N-th time the
-//! step is reached (default 1). Both are read once. Never set them in production: the process calls
+//! `AUDITRAIL_CRASH_AT` names the step (one of [`CRASH_POINTS`]); `AUDITRAIL_CRASH_AFTER=N` aborts the N-th time
+//! the step is reached (default 1). Both are read once. Never set them in production: the process calls
 //! [`std::process::abort`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 /// A step at which a crash can be requested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CrashPoint {
+pub enum CrashPoint {
     /// Records written to the segment, before the fsync.
     AfterWrite,
     /// Records fsynced, before the sources are acknowledged.
@@ -27,17 +27,41 @@ pub(crate) enum CrashPoint {
     BeforeUnlink,
     /// Acknowledged segments deleted.
     AfterUnlink,
+    /// The chain tails of the segments about to be deleted written, before the unlink.
+    AfterTailsWrite,
+    /// A batch numbered in memory, before the chain state is written.
+    ChainAfterNumber,
+    /// The chain state written and synced, before the numbered batch is handed to the buffers.
+    ChainAfterStateWrite,
+    /// A numbered batch handed to every buffer.
+    ChainAfterDeliver,
+    /// A timer seal handed to the buffers, before the key evolves.
+    SealAfterDeliver,
+    /// The next epoch's key file written and synced, before the old one is wiped.
+    KeyAfterWrite,
+    /// The old key file wiped, before the new one is renamed over it.
+    KeyAfterWipe,
+    /// The new key file renamed into place, before the directory is synced.
+    KeyAfterRename,
 }
 
 /// Every step's name, in path order: what fault tests iterate over, so a new step is tested everywhere.
-pub const CRASH_POINTS: [&str; 7] = [
+pub const CRASH_POINTS: [&str; 15] = [
     "after_write",
     "after_fsync",
     "after_ack",
     "after_cursor_write",
     "after_cursor_rename",
     "before_unlink",
+    "after_tails_write",
     "after_unlink",
+    "chain_after_number",
+    "chain_after_state_write",
+    "chain_after_deliver",
+    "seal_after_deliver",
+    "key_after_write",
+    "key_after_wipe",
+    "key_after_rename",
 ];
 
 impl CrashPoint {
@@ -50,6 +74,14 @@ impl CrashPoint {
             CrashPoint::AfterCursorRename => "after_cursor_rename",
             CrashPoint::BeforeUnlink => "before_unlink",
             CrashPoint::AfterUnlink => "after_unlink",
+            CrashPoint::AfterTailsWrite => "after_tails_write",
+            CrashPoint::ChainAfterNumber => "chain_after_number",
+            CrashPoint::ChainAfterStateWrite => "chain_after_state_write",
+            CrashPoint::ChainAfterDeliver => "chain_after_deliver",
+            CrashPoint::SealAfterDeliver => "seal_after_deliver",
+            CrashPoint::KeyAfterWrite => "key_after_write",
+            CrashPoint::KeyAfterWipe => "key_after_wipe",
+            CrashPoint::KeyAfterRename => "key_after_rename",
         }
     }
 }
@@ -77,7 +109,7 @@ fn target() -> Option<&'static Target> {
 }
 
 /// Aborts the process if the test hook asks for a crash at `point` (and this is the N-th time it is reached).
-pub(crate) fn point(point: CrashPoint) {
+pub fn point(point: CrashPoint) {
     let Some(t) = target() else {
         return;
     };
@@ -103,7 +135,15 @@ mod tests {
             CrashPoint::AfterCursorWrite,
             CrashPoint::AfterCursorRename,
             CrashPoint::BeforeUnlink,
+            CrashPoint::AfterTailsWrite,
             CrashPoint::AfterUnlink,
+            CrashPoint::ChainAfterNumber,
+            CrashPoint::ChainAfterStateWrite,
+            CrashPoint::ChainAfterDeliver,
+            CrashPoint::SealAfterDeliver,
+            CrashPoint::KeyAfterWrite,
+            CrashPoint::KeyAfterWipe,
+            CrashPoint::KeyAfterRename,
         ];
         let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
         assert_eq!(names, CRASH_POINTS);
