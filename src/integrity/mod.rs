@@ -54,6 +54,9 @@ const REGISTRY: &str = "streams.json";
 /// The least time between two seals of a memory-buffered stream made because `seal_events` were numbered.
 const COUNT_SEAL_SPACING: Duration = Duration::from_secs(1);
 
+/// How long a seal of a memory-buffered stream waits for its sinks to finish what was numbered before it.
+const TRACKED_SEAL_WAIT: Duration = Duration::from_secs(30);
+
 impl Chains {
     /// Loads (or creates) the key and resumes the chain of every source in `sources`. `buffers` holds, for each
     /// source, what the buffers of its sinks say about the chain (see [`sink_buffers`]).
@@ -259,15 +262,26 @@ impl Chains {
         while !open.is_empty() {
             tokio::select! {
                 _ = tick.tick() => {
+                    let mut sealed = 0;
                     for f in &open {
-                        if f.seal(timeout).await.is_err() {
+                        let t = wait_for(f, timeout);
+                        if f.seal(t).await.is_err() {
                             tracing::warn!(
                                 source = f.chain().map_or("?", |c| c.source()),
-                                "no room in a sink buffer for this epoch's seal within {timeout:?}; the stream is sealed at the next one"
+                                "no room in a sink buffer for this epoch's seal within {t:?}; the stream is sealed at the next one"
                             );
+                        } else {
+                            sealed += 1;
                         }
                     }
                     auditrail_core::crash::point(auditrail_core::crash::CrashPoint::SealAfterDeliver);
+                    // The verifier walks from the root key to each epoch's key through the seals: an epoch without
+                    // any seal leaves the next one's certificate unanchored. So the key moves on only after an
+                    // epoch that sealed something.
+                    if sealed == 0 && !open.is_empty() {
+                        tracing::warn!("no stream could be sealed this epoch: the integrity key stays in its epoch until one is");
+                        continue;
+                    }
                     match self.ring.evolve() {
                         Ok(epoch) => tracing::debug!(epoch, "integrity key moved to its next epoch"),
                         Err(e) => {
@@ -286,7 +300,7 @@ impl Chains {
                             .is_some_and(|t: &tokio::time::Instant| t.elapsed() < COUNT_SEAL_SPACING);
                         if !recent && c.wants_seal() {
                             last_count_seal.insert(c.source().to_string(), tokio::time::Instant::now());
-                            let _ = f.seal(timeout).await;
+                            let _ = f.seal(wait_for(f, timeout)).await;
                         }
                     }
                 }
@@ -296,6 +310,7 @@ impl Chains {
                 .partition(|f| f.chain().is_some_and(|c| c.is_closed()));
             open = still;
             for f in closed {
+                let timeout = wait_for(&f, timeout);
                 if f.seal(timeout).await.is_err() {
                     tracing::warn!(
                         source = f.chain().map_or("?", |c| c.source()),
@@ -310,6 +325,16 @@ impl Chains {
                 }
             }
         }
+    }
+}
+
+/// How long a seal of `f`'s stream may wait: a stream with a memory-buffered sink waits for its sinks to finish
+/// what is numbered (with a slow sink that takes a while, during which the source is held, not the sink).
+fn wait_for(f: &Fanout, timeout: Duration) -> Duration {
+    if f.chain().is_some_and(|c| c.is_tracked()) {
+        TRACKED_SEAL_WAIT.max(timeout)
+    } else {
+        timeout
     }
 }
 

@@ -45,6 +45,7 @@ pub struct StreamChain {
     inner: Mutex<Inner>,
     ring: Arc<KeyRing>,
     seal_events: u64,
+    tracked: bool,
     closed: AtomicBool,
     closed_notify: Notify,
     metrics: ChainMetrics,
@@ -171,6 +172,7 @@ impl StreamChain {
             }),
             ring,
             seal_events: seal_events.max(1),
+            tracked: track,
             closed: AtomicBool::new(false),
             closed_notify: Notify::new(),
             metrics,
@@ -225,6 +227,11 @@ impl StreamChain {
     /// Counts a seal that could not be queued in time.
     pub fn seal_skipped(&self) {
         self.metrics.seals_skipped.increment(1);
+    }
+
+    /// Whether the stream follows which numbers every sink finished (it has a memory-buffered sink).
+    pub fn is_tracked(&self) -> bool {
+        self.tracked
     }
 
     /// Whether the sealer must seal this stream after `seal_events` (a tracked stream is never sealed inline);
