@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use auditrail_core::event::Event;
 use auditrail_core::integrity::chain::{
     append_member, content_digest, link, Hash, Integrity, GENESIS,
 };
 use auditrail_core::integrity::keys::{keygen, EpochKey};
-use auditrail_core::integrity::seal::Seal;
+use auditrail_core::integrity::seal::{Seal, CRASH_CODE, CRASH_EVENT};
 use auditrail_integration_tests::*;
 
 /// One stream's lines, built as the agent builds them.
@@ -66,6 +67,33 @@ impl Chain {
         let s = Seal::sign(key, &self.stream, self.last_seal + 1, to, self.prev);
         self.push(&s.to_event());
         self.last_seal = self.seq();
+    }
+
+    /// The first event after a crash, as the agent makes it: seqs `from..=` the last numbered may be lost.
+    fn announce_crash(&mut self, from: u64) {
+        let e = Event::internal(
+            CRASH_EVENT,
+            CRASH_CODE,
+            &[
+                ("source", "teleport".into()),
+                ("stream", self.stream.clone().into()),
+                (
+                    "window",
+                    serde_json::json!({ "from": from, "to": self.seq() }),
+                ),
+                ("reason", "events held in a memory buffer were lost".into()),
+            ],
+        );
+        self.push(e.raw());
+    }
+
+    /// The lines but those of the seqs in `lost`.
+    fn lines_without(&self, lost: impl Fn(u64) -> bool) -> Vec<String> {
+        (1..)
+            .zip(&self.lines)
+            .filter(|(seq, _)| !lost(*seq))
+            .map(|(_, l)| l.clone())
+            .collect()
     }
 }
 
@@ -195,7 +223,15 @@ fn intact_output_verifies_from_files_directories_and_stdin() {
     assert_eq!(s["verified"], a.lines.len());
     assert_eq!(s["unsealed"], 3);
     assert_eq!(s["duplicates"], 0);
-    for k in ["gaps", "altered", "conflicts", "broken_links", "bad_seals"] {
+    for k in [
+        "gaps",
+        "altered",
+        "conflicts",
+        "broken_links",
+        "bad_seals",
+        "crash_windows",
+        "bad_crash_windows",
+    ] {
         assert_eq!(s[k], serde_json::json!([]), "{k}: {s}");
     }
 
@@ -257,6 +293,83 @@ fn tampering_is_located_and_exits_1() {
         "{stdout}"
     );
     assert!(stdout.contains("gaps (missing seqs): 9-10"), "{stdout}");
+}
+
+#[test]
+fn declared_crash_windows_exit_0_unless_they_reach_into_a_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("auditrail.pub");
+    let k0 = keygen(&dir.path().join("auditrail.key"), &public).unwrap();
+    let key = public.to_str().unwrap();
+    let file = dir.path().join("a.ndjson");
+    let run = |lines: &[String], json: bool| {
+        write_lines(&file, lines);
+        let mut args = vec!["verify", "--key", key, file.to_str().unwrap()];
+        if json {
+            args.insert(1, "--json");
+        }
+        auditrail(&args, None, &[])
+    };
+
+    // 1..=10, seal 11; 12..=16, of which 14..=16 die in a memory buffer; the announcement at 17; 18..=20 and
+    // the seal at 21, which covers 12..=20.
+    let mut a = Chain::new("node-1/teleport");
+    a.events(10);
+    a.seal(&k0);
+    a.events(5);
+    a.announce_crash(12);
+    a.events(3);
+    a.seal(&k0);
+    let lines = a.lines_without(|s| (14..=16).contains(&s));
+    let (code, stdout, stderr) = run(&lines, true);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let r = json(&stdout);
+    assert_eq!(r["ok"], true);
+    let s = stream(&r, "node-1/teleport");
+    assert_eq!(s["gaps"], serde_json::json!([]));
+    assert_eq!(
+        s["crash_windows"],
+        serde_json::json!([{"announced_at": 17, "from": 12, "to": 16, "missing": [[14, 16]]}])
+    );
+    assert_eq!(s["bad_crash_windows"], serde_json::json!([]));
+    assert_eq!(s["unsealed"], 0);
+    let (code, stdout, _) = run(&lines, false);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("stream node-1/teleport: intact"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    seq 17 declares 12-16; missing: 14-16\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("result: intact (1 streams; 3 seqs missing within 1 declared crash windows)"),
+        "{stdout}"
+    );
+
+    // Sealed events deleted and declared lost in a crash: the seal at 11 still covers 5..=10.
+    let mut b = Chain::new("node-1/teleport");
+    b.events(10);
+    b.seal(&k0);
+    b.events(2);
+    b.announce_crash(5);
+    let lines = b.lines_without(|s| (5..=10).contains(&s) || (12..=13).contains(&s));
+    let (code, stdout, stderr) = run(&lines, true);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let r = json(&stdout);
+    assert_eq!(r["ok"], false);
+    let s = stream(&r, "node-1/teleport");
+    assert_eq!(s["crash_windows"], serde_json::json!([]));
+    assert_eq!(
+        s["bad_crash_windows"],
+        serde_json::json!([{
+            "announced_at": 14,
+            "reason": "declares seqs 5-13 lost, but the seal at seq 11 before it covers 1-10"
+        }])
+    );
+    assert_eq!(s["gaps"], serde_json::json!([[5, 10], [12, 13]]));
 }
 
 #[test]

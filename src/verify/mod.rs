@@ -4,7 +4,9 @@
 //! and prints. Inputs may be combined: a stream split across stores verifies as one.
 //!
 //! Exit status: 0 when everything is intact, 1 when anything was tampered with (or a line is unreadable), 2 on
-//! a usage or input error (a missing file, an unreadable key, an unreachable server).
+//! a usage or input error (a missing file, an unreadable key, an unreachable server). Seqs missing within a
+//! crash window an honoured `auditrail.integrity_crash` announcement declares are a crash, not tampering:
+//! they are listed per stream (`crash_windows` in `--json`) and leave the status 0.
 
 pub mod elasticsearch;
 pub mod kafka;

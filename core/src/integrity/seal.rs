@@ -28,9 +28,14 @@ pub const SEAL_CODE: &str = "AR0003I";
 pub const RESET_EVENT: &str = "auditrail.integrity_reset";
 /// The event code of a chain reset.
 pub const RESET_CODE: &str = "AR0004W";
-/// The event type declaring, after a crash, the window of seqs that may have been numbered but not delivered.
+/// The event type announcing, as the first event of an agent's new life, the window of seqs that may have been
+/// numbered before a crash and never delivered (events held in a memory buffer die with the process).
+///
+/// Chained like any event, at seq `to + 1`; besides `event`, `uid`, `code` and `time` it carries `source`,
+/// `stream` (the stream it is in), `window: {"from": F, "to": T}` (inclusive; `F = T + 1` is an empty window)
+/// and `reason`. `auditrail verify` does not count the missing seqs of a window it honours as tampering.
 pub const CRASH_EVENT: &str = "auditrail.integrity_crash";
-/// The event code of a declared crash window.
+/// The event code of a crash window announcement.
 pub const CRASH_CODE: &str = "AR0005W";
 
 const SEAL_DOMAIN: &[u8] = b"auditrail.seal.v1\0";

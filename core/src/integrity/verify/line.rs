@@ -1,4 +1,5 @@
-//! What one stored line says: its chain field, whether its hash checks out, and its seal if it is one.
+//! What one stored line says: its chain field, whether its hash checks out, and its seal or crash window
+//! announcement if it is one.
 //!
 //! This is the per-line work of verification (the expensive part: a scan of the object's members, the RFC 8785
 //! digest and two SHA-256), written as a pure function of the line so that the [`super::Verifier`] can run it
@@ -13,8 +14,9 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::windows::{self, Announcement};
 use crate::integrity::chain::{content_digest, link, open_content_digest, Hash};
-use crate::integrity::seal::{Seal, SEAL_EVENT};
+use crate::integrity::seal::{Seal, CRASH_EVENT, SEAL_EVENT};
 use crate::integrity::FIELD;
 
 /// What one line turned out to be.
@@ -43,6 +45,8 @@ pub(crate) struct Chained<'a> {
     pub body_error: Option<String>,
     /// `Some` when the event is a seal event: its seal, or why it cannot be read.
     pub seal: Option<Box<Result<Seal, String>>>,
+    /// `Some` when the event is a crash window announcement: what it declares, or why it cannot be read.
+    pub crash: Option<Box<Result<Announcement, String>>>,
     /// The previous chained line of the same part has the same stream (see [`mark_same_streams`]).
     pub same_stream: bool,
 }
@@ -76,7 +80,13 @@ pub(crate) fn examine<'a>(line: &'a [u8], scratch: &mut Vec<u8>) -> Examined<'a>
     }
     if let Some((field, body)) = fast_field(text) {
         // The digest's canonical form leaves the chain field out: here it is cut off instead of skipped.
-        return chained(text, Content::Open(&text[..body]), field, false, scratch);
+        return chained(
+            text,
+            Content::Open(&text[..body]),
+            field,
+            Kind::Plain,
+            scratch,
+        );
     }
     let top = match scan_top(text) {
         Ok(t) => t,
@@ -99,7 +109,7 @@ pub(crate) fn examine<'a>(line: &'a [u8], scratch: &mut Vec<u8>) -> Examined<'a>
         Ok(f) => f,
         Err(e) => return Examined::Unreadable(format!("malformed \"{FIELD}\" field: {e}")),
     };
-    chained(text, Content::Whole, field, top.is_seal, scratch)
+    chained(text, Content::Whole, field, top.kind, scratch)
 }
 
 /// What the digest is computed over.
@@ -115,7 +125,7 @@ fn chained<'a>(
     text: &'a [u8],
     content: Content<'_>,
     field: Field<'a>,
-    is_seal: bool,
+    kind: Kind,
     scratch: &mut Vec<u8>,
 ) -> Examined<'a> {
     let digest = match content {
@@ -129,7 +139,7 @@ fn chained<'a>(
         ),
         Err(e) => (false, Some(e.to_string())),
     };
-    let seal = if is_seal {
+    let seal = if kind == Kind::Seal {
         match Seal::from_event(text) {
             Ok(Some(s)) => Some(Box::new(Ok(s))),
             Ok(None) => None,
@@ -138,6 +148,7 @@ fn chained<'a>(
     } else {
         None
     };
+    let crash = (kind == Kind::Crash).then(|| Box::new(windows::read(text)));
     Examined::Chained(Chained {
         stream: field.stream,
         seq: field.seq,
@@ -146,6 +157,7 @@ fn chained<'a>(
         valid,
         body_error,
         seal,
+        crash,
         same_stream: false,
     })
 }
@@ -262,23 +274,35 @@ fn decode_hash(hex: &[u8]) -> Option<Hash> {
     Some(out)
 }
 
+/// What the `event` member names, for the kinds of event the verifier reads further.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Kind {
+    #[default]
+    Plain,
+    /// `"auditrail.seal"`.
+    Seal,
+    /// `"auditrail.integrity_crash"`.
+    Crash,
+}
+
 /// What the walk over the top-level members found.
 #[derive(Debug, Default)]
 struct Top {
     /// The span of the (last) chain member's value.
     chain: Option<(usize, usize)>,
     chain_members: u32,
-    /// `event` is `"auditrail.seal"`.
-    is_seal: bool,
+    /// What the (last) `event` member names.
+    kind: Kind,
 }
 
 /// The common case, without a walk over the members: the chain field last, exactly as the agent writes it,
 /// and no backslash anywhere. Without escapes every quote delimits a string and every name is spelled
 /// literally, so the field is read from the end at fixed offsets (a name, since a colon follows; top-level,
 /// since the closing brace after its value ends the text), a search of the rest rules out a second one, and
-/// a seal would have to contain `auditrail.seal` literally. Anything else (escapes, another layout, a
-/// possible seal) returns `None` and takes the walk. A text that is not valid JSON passes here only to fail
-/// the digest. Also returns where the members before the chain field end (before its comma).
+/// a seal or a crash announcement would have to contain `auditrail.seal` or `auditrail.integrity_crash`
+/// literally. Anything else (escapes, another layout, a possible seal or announcement) returns `None` and
+/// takes the walk. A text that is not valid JSON passes here only to fail the digest. Also returns where the
+/// members before the chain field end (before its comma).
 fn fast_field(s: &[u8]) -> Option<(Field<'_>, usize)> {
     use std::sync::OnceLock;
     static FINDER: OnceLock<memchr::memmem::Finder<'static>> = OnceLock::new();
@@ -305,7 +329,8 @@ fn fast_field(s: &[u8]) -> Option<(Field<'_>, usize)> {
     if seq == 0 || memchr::memchr(b'\\', s).is_some() {
         return None;
     }
-    // One search rules out both a second chain field and a seal: neither can be spelled without this.
+    // One search rules out a second chain field, a seal and a crash announcement: none can be spelled
+    // without this.
     let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new(b"auditrail."));
     if finder.find(before).is_some() {
         return None;
@@ -352,7 +377,14 @@ fn scan_top(s: &[u8]) -> Result<Top, &'static str> {
                 top.chain = Some((value_start, i));
                 top.chain_members += 1;
             } else if string_is(name, "event") {
-                top.is_seal = string_is(&s[value_start..i], SEAL_EVENT);
+                let value = &s[value_start..i];
+                top.kind = if string_is(value, SEAL_EVENT) {
+                    Kind::Seal
+                } else if string_is(value, CRASH_EVENT) {
+                    Kind::Crash
+                } else {
+                    Kind::Plain
+                };
             }
             i = ws(s, i);
             match s.get(i) {
@@ -647,6 +679,7 @@ mod tests {
         for other in [
             text.replacen("{", "{\"auditrail.integrity\":1,", 1),
             text.replacen("\"x\"", "\"auditrail.seal\"", 1),
+            text.replacen("\"x\"", "\"auditrail.integrity_crash\"", 1),
             format!("{text} "),
             text.replace(",\"auditrail", ", \"auditrail"),
             text.replace("\"seq\":3", "\"seq\":03"),
@@ -666,6 +699,38 @@ mod tests {
             panic!()
         };
         assert!(c.valid);
+    }
+
+    #[test]
+    fn a_crash_announcement_is_read_however_its_name_is_spelled() {
+        let body = r#"{"event":"auditrail.integrity_crash","uid":"1","stream":"n/s","window":{"from":2,"to":4}}"#;
+        for body in [
+            body.to_string(),
+            body.replace(".integrity_crash", "\\u002eintegrity_crash"),
+        ] {
+            let line = chained(&body, "n/s", 5, [1; 32]);
+            let Examined::Chained(c) = ex(&line) else {
+                panic!()
+            };
+            assert!(c.valid && c.seal.is_none(), "{body}");
+            let a = c.crash.expect("an announcement").expect("readable");
+            assert_eq!((a.stream.as_str(), a.from, a.to), ("n/s", 2, 4));
+        }
+        let line = chained(
+            r#"{"event":"auditrail.integrity_crash"}"#,
+            "n/s",
+            5,
+            [1; 32],
+        );
+        let Examined::Chained(c) = ex(&line) else {
+            panic!()
+        };
+        assert!(c.crash.expect("an announcement").is_err());
+        let plain = chained(r#"{"event":"x"}"#, "n/s", 5, [1; 32]);
+        let Examined::Chained(c) = ex(&plain) else {
+            panic!()
+        };
+        assert!(c.crash.is_none());
     }
 
     #[test]

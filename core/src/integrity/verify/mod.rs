@@ -15,12 +15,14 @@
 //! - seq `s` must claim `prev` = the claimed hash of seq `s−1` (zeros for seq 1), else a *broken link* (an
 //!   event moved or inserted). Claimed hashes are used, so an altered body under its original chain field is
 //!   reported once, as altered;
-//! - missing seqs in `1..=max` are *gaps*;
+//! - missing seqs in `1..=max` are *gaps*, but those within a crash window that an `auditrail.integrity_crash`
+//!   announcement declares and that is honoured ([`windows`]): a crash, not tampering, listed with its window;
 //! - seals are checked against the epoch keys established from the auditors' root key ([`seals`]);
 //! - events after the last good seal are the *unsealed* tail: intact as far as the chain shows, not yet signed.
 //!
 //! What cannot be seen: events deleted from the end of a stream together with every seal after them (the
-//! stream just looks shorter; compare the last seal's epoch with other streams' and with the time).
+//! stream just looks shorter; compare the last seal's epoch with other streams' and with the time), and an
+//! event deleted within an honoured crash window (it looks like one the crash took).
 
 mod line;
 mod report;
@@ -28,17 +30,19 @@ mod seals;
 mod slots;
 #[cfg(test)]
 mod tests;
+mod windows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ed25519_dalek::VerifyingKey;
 
-pub use report::{BadSeal, Report, StreamReport};
+pub use report::{BadCrashWindow, BadSeal, CrashWindow, Report, StreamReport};
 
 use line::{examine, mark_same_streams, Examined};
 use seals::SealCopy;
-use slots::{trunc, Recorded, Slots, ALTERED, CONFLICT, VALID};
+use slots::{trunc, Kind, Recorded, Slots, ALTERED, CONFLICT, VALID};
+use windows::AnnouncementCopy;
 
 use super::chain::GENESIS;
 
@@ -76,6 +80,8 @@ struct Stream {
     slots: Slots,
     duplicates: u64,
     seals: Vec<SealCopy>,
+    /// Every copy of a crash window announcement (rare; deduplicated when checked).
+    crashes: Vec<AnnouncementCopy>,
 }
 
 /// Verifies chained events fed to it in any order. See the module documentation.
@@ -307,6 +313,7 @@ impl Verifier {
                     slots: Slots::default(),
                     duplicates: 0,
                     seals: Vec::new(),
+                    crashes: Vec::new(),
                 });
                 self.index.insert(name.to_string(), i);
                 i
@@ -338,13 +345,14 @@ impl Verifier {
             self.stream_index(&c.stream)
         };
         let st = &mut self.streams[i];
-        let recorded = st.slots.record(
-            c.seq,
-            trunc(&c.hash),
-            trunc(&c.prev),
-            c.valid,
-            c.seal.is_some(),
-        );
+        let kind = match (&c.seal, &c.crash) {
+            (Some(_), _) => Kind::Seal,
+            (None, Some(_)) => Kind::Announcement,
+            (None, None) => Kind::Plain,
+        };
+        let recorded = st
+            .slots
+            .record(c.seq, trunc(&c.hash), trunc(&c.prev), c.valid, kind);
         if recorded == Recorded::Duplicate {
             st.duplicates += 1;
         }
@@ -361,6 +369,15 @@ impl Verifier {
                     seal,
                 });
             }
+        }
+        if let Some(announcement) = c.crash {
+            st.crashes.push(AnnouncementCopy {
+                seq: c.seq,
+                valid_chain: c.valid,
+                hash: trunc(&c.hash),
+                prev: trunc(&c.prev),
+                announcement: *announcement,
+            });
         }
         if !c.valid || recorded == Recorded::Conflict {
             let why = match (&c.body_error, recorded) {
@@ -421,8 +438,11 @@ fn stream_report(s: &Stream, reasons: Vec<Vec<String>>) -> StreamReport {
         .filter(|q| !bad.contains_key(q))
         .max()
         .unwrap_or(0);
+    let crash = windows::check(&s.name, &s.crashes, &s.seals, &s.slots);
     let mut r = StreamReport {
         stream: s.name.clone(),
+        crash_windows: crash.honoured,
+        bad_crash_windows: crash.refused,
         duplicates: s.duplicates,
         bad_seals: bad
             .into_iter()
@@ -468,5 +488,6 @@ fn stream_report(s: &Stream, reasons: Vec<Vec<String>>) -> StreamReport {
         last = seq;
         prev_slot = Some(*slot);
     });
+    r.gaps = windows::excuse(std::mem::take(&mut r.gaps), &mut r.crash_windows);
     r
 }

@@ -25,7 +25,8 @@ pub(crate) fn trunc(h: &Hash) -> Trunc {
 pub(crate) const PRESENT: u8 = 1;
 /// Some copy's hash checks out.
 pub(crate) const VALID: u8 = 2;
-/// Some copy that is not a seal event has a hash that does not check out (an altered seal is a bad seal).
+/// Some plain copy (not a seal or crash announcement) has a hash that does not check out: an altered seal is
+/// a bad seal and an altered announcement a bad crash window, each reported in its own list.
 pub(crate) const ALTERED: u8 = 4;
 /// Two copies whose hashes check out claim different hashes.
 pub(crate) const CONFLICT: u8 = 8;
@@ -35,6 +36,17 @@ pub(crate) const SEAL: u8 = 16;
 pub(crate) const VARIANTS: u8 = 32;
 /// `hash`/`prev` come from a copy whose hash checks out.
 pub(crate) const PRIMARY_VALID: u8 = 64;
+
+/// What a recorded copy is, for the flags it sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Any event but the two below.
+    Plain,
+    /// An `auditrail.seal` event (sets [`SEAL`]).
+    Seal,
+    /// An `auditrail.integrity_crash` announcement.
+    Announcement,
+}
 
 /// One seq's claims.
 #[derive(Clone, Copy, Default, Debug)]
@@ -147,18 +159,18 @@ impl Slots {
         self.dense[c as usize] = Some(chunk);
     }
 
-    /// Records one copy of `seq`.
+    /// Records one copy of `seq`, a `kind` event.
     pub fn record(
         &mut self,
         seq: u64,
         hash: Trunc,
         prev: Trunc,
         valid: bool,
-        seal: bool,
+        kind: Kind,
     ) -> Recorded {
         let slot = self.slot_mut(seq);
-        let seal_flag = if seal { SEAL } else { 0 };
-        let altered_flag = if seal { 0 } else { ALTERED };
+        let seal_flag = if kind == Kind::Seal { SEAL } else { 0 };
+        let altered_flag = if kind == Kind::Plain { ALTERED } else { 0 };
         if !slot.has(PRESENT) {
             *slot = Slot {
                 hash,
@@ -265,22 +277,38 @@ mod tests {
     #[test]
     fn copies_are_classified() {
         let mut s = Slots::default();
-        assert_eq!(s.record(5, t(1), t(0), true, false), Recorded::New);
-        assert_eq!(s.record(5, t(1), t(0), true, false), Recorded::Duplicate);
-        assert_eq!(s.record(5, t(2), t(0), true, false), Recorded::Conflict);
-        assert_eq!(s.record(5, t(2), t(0), true, false), Recorded::Duplicate);
-        assert_eq!(s.record(5, t(3), t(0), false, false), Recorded::Other);
+        assert_eq!(s.record(5, t(1), t(0), true, Kind::Plain), Recorded::New);
+        assert_eq!(
+            s.record(5, t(1), t(0), true, Kind::Plain),
+            Recorded::Duplicate
+        );
+        assert_eq!(
+            s.record(5, t(2), t(0), true, Kind::Plain),
+            Recorded::Conflict
+        );
+        assert_eq!(
+            s.record(5, t(2), t(0), true, Kind::Plain),
+            Recorded::Duplicate
+        );
+        assert_eq!(s.record(5, t(3), t(0), false, Kind::Plain), Recorded::Other);
         let slot = *s.get(5).unwrap();
         assert!(slot.has(VALID) && slot.has(CONFLICT) && slot.has(ALTERED));
         assert_eq!(s.claims(5, &slot).count(), 3);
         // Altered first, then valid: the valid claim takes the slot.
-        assert_eq!(s.record(6, t(9), t(8), false, true), Recorded::New);
-        assert_eq!(s.record(6, t(1), t(8), true, false), Recorded::Other);
+        assert_eq!(s.record(6, t(9), t(8), false, Kind::Seal), Recorded::New);
+        assert_eq!(s.record(6, t(1), t(8), true, Kind::Plain), Recorded::Other);
         let slot = *s.get(6).unwrap();
         assert_eq!(slot.hash, t(1));
         assert!(slot.has(SEAL) && !slot.has(ALTERED) && !slot.has(CONFLICT));
         assert!(s.get(7).is_none());
-        assert_eq!(s.len(), 2);
+        // An altered announcement is a bad crash window, not an altered event, and not a seal.
+        assert_eq!(
+            s.record(8, t(4), t(1), false, Kind::Announcement),
+            Recorded::New
+        );
+        let slot = *s.get(8).unwrap();
+        assert!(slot.has(PRESENT) && !slot.has(ALTERED) && !slot.has(SEAL) && !slot.has(VALID));
+        assert_eq!(s.len(), 3);
     }
 
     #[test]
@@ -288,7 +316,7 @@ mod tests {
         let mut s = Slots::default();
         let mut want: Vec<u64> = (1..5000).chain([70_000, 1 << 40, u64::MAX]).collect();
         for &q in want.iter().rev() {
-            s.record(q, t(1), t(0), true, false);
+            s.record(q, t(1), t(0), true, Kind::Plain);
         }
         assert!(s.dense[0].is_some(), "a busy chunk becomes dense");
         let mut got = Vec::new();

@@ -1,5 +1,6 @@
-//! The verifier's tests: every check on chains built with the agent's primitives, the JSON shape, and
-//! properties: random edits are found and located exactly; clean streams verify in any order and with copies.
+//! The verifier's tests: every check on chains built with the agent's primitives, crash windows, the JSON
+//! shape, and properties: random edits are found and located exactly; clean streams verify in any order and
+//! with copies.
 
 use std::collections::BTreeSet;
 
@@ -7,9 +8,10 @@ use proptest::prelude::*;
 
 use super::seals::OUTSIDE;
 use super::*;
+use crate::event::Event;
 use crate::integrity::chain::{append_member, content_digest, link, Hash, Integrity, GENESIS};
 use crate::integrity::keys::EpochKey;
-use crate::integrity::seal::Seal;
+use crate::integrity::seal::{Seal, CRASH_CODE, CRASH_EVENT};
 
 const A: &str = "node-1/teleport";
 const B: &str = "node-1/local";
@@ -122,6 +124,21 @@ impl Chain {
         self.entries.iter().map(|e| e.line.clone()).collect()
     }
 
+    /// The lines but those of `lost` (events that never reached a store, or were deleted from it).
+    fn lines_without(&self, lost: impl Fn(u64) -> bool) -> Vec<Vec<u8>> {
+        self.entries
+            .iter()
+            .filter(|e| !lost(e.seq))
+            .map(|e| e.line.clone())
+            .collect()
+    }
+
+    /// The first event of a new life after a crash: seqs `from..=` the last one numbered may be lost.
+    fn announce_crash(&mut self, from: u64) -> u64 {
+        let body = crash_body(&self.stream.clone(), from, self.next() - 1);
+        self.push(body, None)
+    }
+
     fn entry(&self, seq: u64) -> &Entry {
         &self.entries[seq as usize - 1]
     }
@@ -144,6 +161,31 @@ fn build(chains: &mut [&mut Chain], per_epoch: &[(usize, usize)]) -> Vec<EpochKe
         }
     }
     keys
+}
+
+/// A crash window announcement as the agent builds it.
+fn crash_body(stream: &str, from: u64, to: u64) -> Vec<u8> {
+    Event::internal(
+        CRASH_EVENT,
+        CRASH_CODE,
+        &[
+            ("source", "teleport".into()),
+            ("stream", stream.into()),
+            ("window", serde_json::json!({ "from": from, "to": to })),
+            ("reason", "events held in a memory buffer were lost".into()),
+        ],
+    )
+    .raw()
+    .to_vec()
+}
+
+fn window(announced_at: u64, from: u64, to: u64, missing: &[[u64; 2]]) -> CrashWindow {
+    CrashWindow {
+        announced_at,
+        from,
+        to,
+        missing: missing.to_vec(),
+    }
 }
 
 fn verify_with(root: &EpochKey, lines: &[Vec<u8>]) -> Report {
@@ -552,9 +594,11 @@ fn json_has_the_documented_shape() {
         keys_of(&v["streams"][0]),
         [
             "altered",
+            "bad_crash_windows",
             "bad_seals",
             "broken_links",
             "conflicts",
+            "crash_windows",
             "duplicates",
             "gaps",
             "stream",
@@ -593,6 +637,337 @@ fn ndjson_on_every_core_matches_line_by_line() {
     assert_eq!(
         par.problems[0],
         format!("t.ndjson:78: not a JSON object: does not start with '{{'")
+    );
+}
+
+// ---- crash windows ----
+
+#[test]
+fn a_declared_crash_window_excuses_its_missing_seqs() {
+    let mut a = Chain::new(A);
+    // 1..=3, seal 4, 5..=6, seal 7; then 8..=12, of which 10..=12 die in a memory buffer.
+    let keys = build(&mut [&mut a], &[(3, 2)]);
+    a.events(5);
+    let c = a.announce_crash(8);
+    a.events(2);
+    // The first seal after the crash covers from after the last seal before it, through the window.
+    let q = a.seal(&keys[0]);
+    assert_eq!(seal_of(a.entry(q)).from, 8);
+    // A second crash before anything was numbered: an empty window.
+    let empty = a.announce_crash(a.next());
+    a.events(1);
+    let lines = a.lines_without(|s| (10..=12).contains(&s));
+    let r = verify_with(&keys[0], &lines);
+    assert!(r.ok, "{r:#?}");
+    let st = stream(&r, A);
+    intact(st);
+    assert!(st.gaps.is_empty(), "{st:#?}");
+    assert_eq!(
+        st.crash_windows,
+        vec![
+            window(c, 8, 12, &[[10, 12]]),
+            window(empty, empty, empty - 1, &[])
+        ]
+    );
+    assert!(st.bad_crash_windows.is_empty());
+    assert_eq!(st.verified, a.entries.len() as u64 - 3);
+    assert_eq!(
+        st.unsealed, 2,
+        "the empty announcement and the event after it"
+    );
+    assert_eq!(st.lost_in_crashes(), 3);
+    let v = serde_json::to_value(st).unwrap();
+    assert_eq!(
+        v["crash_windows"][0],
+        serde_json::json!({"announced_at": c, "from": 8, "to": 12, "missing": [[10, 12]]})
+    );
+    let text = r.to_string();
+    assert!(text.contains("stream node-1/teleport: intact"), "{text}");
+    assert!(
+        text.contains(&format!("    seq {c} declares 8-12; missing: 10-12\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "    seq {empty} declares nothing; missing: none\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("result: intact (1 streams; 3 seqs missing within 2 declared crash windows)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_seal_lost_in_the_crash_and_the_seal_after_it_are_clean() {
+    let mut a = Chain::new(A);
+    let key = EpochKey::generate();
+    a.events(3);
+    a.seal(&key); // 4, delivered: covers 1..=3
+    a.events(3);
+    let lost_seal = a.seal(&key); // 8, covers 5..=7: numbered, then lost with them
+    a.events(2);
+    let c = a.announce_crash(5);
+    a.events(2);
+    // The agent's state knew seal 8, so its next seal runs from 9: seq 8 is missing, not a plain event.
+    let q = a.seal(&key);
+    assert_eq!(seal_of(a.entry(q)).from, lost_seal + 1);
+    let r = verify_with(&key, &a.lines_without(|s| (5..=10).contains(&s)));
+    assert!(r.ok, "{r:#?}");
+    let st = stream(&r, A);
+    assert!(
+        st.gaps.is_empty() && st.bad_seals.is_empty() && st.bad_crash_windows.is_empty(),
+        "{st:#?}"
+    );
+    assert_eq!(st.crash_windows, vec![window(c, 5, 10, &[[5, 10]])]);
+    assert_eq!(st.unsealed, 0);
+
+    // The seal numbered just before the crash was delivered, the events after it were not: a window may
+    // start at the seal's own seq, which its range does not reach.
+    let mut d = Chain::new(A);
+    d.events(3);
+    d.seal(&key);
+    d.events(3);
+    let s8 = d.seal(&key);
+    d.events(2);
+    let c = d.announce_crash(s8);
+    d.events(2);
+    d.seal(&key);
+    let r = verify_with(&key, &d.lines_without(|s| (9..=10).contains(&s)));
+    assert!(r.ok, "{r:#?}");
+    assert_eq!(
+        stream(&r, A).crash_windows,
+        vec![window(c, s8, c - 1, &[[9, 10]])]
+    );
+}
+
+#[test]
+fn a_window_over_sealed_seqs_is_tampering_and_excuses_nothing() {
+    // Who kills the agent deletes sealed events and announces them lost: the seal before the announcement
+    // still covers them.
+    let mut a = Chain::new(A);
+    let key = EpochKey::generate();
+    a.events(5);
+    let s = a.seal(&key); // 6, covers 1..=5
+    a.events(2);
+    let c = a.announce_crash(3);
+    a.events(1);
+    let r = verify_with(
+        &key,
+        &a.lines_without(|q| (3..=5).contains(&q) || (7..=8).contains(&q)),
+    );
+    assert!(!r.ok);
+    let st = stream(&r, A);
+    assert!(st.tampered());
+    assert!(st.crash_windows.is_empty(), "{st:#?}");
+    assert_eq!(
+        st.bad_crash_windows,
+        vec![BadCrashWindow {
+            announced_at: c,
+            reason: format!("declares seqs 3-8 lost, but the seal at seq {s} before it covers 1-5"),
+        }]
+    );
+    assert_eq!(st.gaps, vec![[3, 5], [7, 8]]);
+    assert!(st.bad_seals.is_empty() && st.altered.is_empty() && st.broken_links.is_empty());
+    let text = r.to_string();
+    assert!(text.contains("stream node-1/teleport: TAMPERED"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "  bad crash windows (not honoured):\n    seq {c}: declares"
+        )),
+        "{text}"
+    );
+
+    // Reaching one seq into the sealed range is enough; the window's own seqs after the seal do not save it.
+    let mut b = Chain::new(A);
+    b.events(5);
+    b.seal(&key);
+    b.events(2);
+    let c = b.announce_crash(5);
+    let r = verify_with(&key, &b.lines_without(|q| q == 5 || (7..=8).contains(&q)));
+    let st = stream(&r, A);
+    assert_eq!(
+        st.bad_crash_windows
+            .iter()
+            .map(|b| b.announced_at)
+            .collect::<Vec<_>>(),
+        vec![c]
+    );
+    assert_eq!(st.gaps, vec![[5, 5], [7, 8]]);
+    assert!(!r.ok);
+}
+
+#[test]
+fn announcements_that_do_not_check_out_excuse_nothing() {
+    #[derive(Clone, Copy, Debug)]
+    enum Fault {
+        WrongEnd,
+        OtherStream,
+        Altered,
+        FromZero,
+        StartsPastItsEnd,
+        Unreadable,
+        Rechained,
+    }
+    let key = EpochKey::generate();
+    for fault in [
+        Fault::WrongEnd,
+        Fault::OtherStream,
+        Fault::Altered,
+        Fault::FromZero,
+        Fault::StartsPastItsEnd,
+        Fault::Unreadable,
+        Fault::Rechained,
+    ] {
+        // 1..=3, seal 4, then 5..=8 lost and the announcement at 9, then 10..=11.
+        let mut a = Chain::new(A);
+        a.events(3);
+        a.seal(&key);
+        a.events(4);
+        let c = a.next();
+        let body = match fault {
+            Fault::WrongEnd => crash_body(A, 5, 7),
+            Fault::OtherStream => crash_body(B, 5, 8),
+            Fault::FromZero => crash_body(A, 0, 8),
+            Fault::StartsPastItsEnd => crash_body(A, 10, 8),
+            Fault::Unreadable => String::from_utf8(crash_body(A, 5, 8))
+                .unwrap()
+                .replace("\"window\"", "\"windows\"")
+                .into_bytes(),
+            Fault::Altered | Fault::Rechained => crash_body(A, 5, 8),
+        };
+        if let Fault::Rechained = fault {
+            // Seq 9 was a plain event, replaced by an announcement with a good hash: seq 10 claims the old one.
+            a.events(1);
+        } else {
+            a.push(body.clone(), None);
+        }
+        a.events(2);
+        let mut lines = a.lines_without(|s| (5..=8).contains(&s));
+        let at = lines.iter().position(|l| read_field_seq(l) == c).unwrap();
+        let want = match fault {
+            Fault::WrongEnd => {
+                "declares a window up to seq 7, not up to the seq before the announcement"
+                    .to_string()
+            }
+            Fault::OtherStream => format!("announces stream {B:?}, not this one"),
+            Fault::Altered => {
+                lines[at] = String::from_utf8(lines[at].clone())
+                    .unwrap()
+                    .replace("were lost", "were not lost")
+                    .into_bytes();
+                "altered".into()
+            }
+            Fault::FromZero => "declares a window from seq 0".into(),
+            Fault::StartsPastItsEnd => "declares a window from seq 10 past its end at seq 8".into(),
+            Fault::Unreadable => {
+                "unreadable announcement: an announcement without a `window` member".into()
+            }
+            Fault::Rechained => {
+                lines[at] = chain_line(A, c, a.entry(c).prev, &body).0;
+                format!("seq {} does not link to it", c + 1)
+            }
+        };
+        let r = verify_with(&key, &lines);
+        assert!(!r.ok, "{fault:?}");
+        let st = stream(&r, A);
+        assert!(st.crash_windows.is_empty(), "{fault:?}: {st:#?}");
+        assert_eq!(
+            st.bad_crash_windows,
+            vec![BadCrashWindow {
+                announced_at: c,
+                reason: want
+            }],
+            "{fault:?}"
+        );
+        assert_eq!(st.gaps, vec![[5, 8]], "{fault:?}");
+        // An altered announcement is a bad crash window, like an altered seal is a bad seal.
+        assert!(st.altered.is_empty(), "{fault:?}: {st:#?}");
+        let broken: &[u64] = if let Fault::Rechained = fault {
+            &[10]
+        } else {
+            &[]
+        };
+        assert_eq!(st.broken_links, broken, "{fault:?}");
+    }
+}
+
+/// The seq of a chained line.
+fn read_field_seq(line: &[u8]) -> u64 {
+    crate::integrity::chain::read_field(line).unwrap().seq
+}
+
+#[test]
+fn a_second_copy_of_an_announcement_seq_with_other_content_is_refused() {
+    let key = EpochKey::generate();
+    let mut a = Chain::new(A);
+    a.events(3);
+    a.seal(&key);
+    a.events(2);
+    let c = a.announce_crash(5);
+    a.events(1);
+    let mut lines = a.lines_without(|s| (5..=6).contains(&s));
+    // Duplicates of a genuine announcement change nothing.
+    lines.push(a.entry(c).line.clone());
+    let r = verify_with(&key, &lines);
+    assert!(r.ok, "{r:#?}");
+    assert_eq!(
+        stream(&r, A).crash_windows,
+        vec![window(c, 5, 6, &[[5, 6]])]
+    );
+    // A forged copy of the same seq, hash good, declaring more.
+    lines.push(chain_line(A, c, a.entry(c).prev, &crash_body(A, 1, 6)).0);
+    let r = verify_with(&key, &lines);
+    let st = stream(&r, A);
+    assert!(!r.ok && st.crash_windows.is_empty(), "{st:#?}");
+    assert_eq!(st.conflicts, vec![c]);
+    let why = &st.bad_crash_windows[0].reason;
+    assert!(
+        why.contains("two copies whose hashes check out but differ"),
+        "{why}"
+    );
+    assert!(
+        why.contains("the seal at seq 4 before it covers 1-3"),
+        "{why}"
+    );
+    assert!(
+        why.contains(&format!("seq {} does not link to it", c + 1)),
+        "{why}"
+    );
+    assert_eq!(st.gaps, vec![[5, 6]]);
+}
+
+#[test]
+fn gaps_outside_a_window_are_still_gaps() {
+    let mut a = Chain::new(A);
+    let key = EpochKey::generate();
+    a.events(3);
+    a.seal(&key); // 4
+    a.events(5);
+    a.seal(&key); // 10, covers 5..=9
+    a.events(4); // 11..=14, 12..=14 lost in the crash
+    let c = a.announce_crash(11);
+    a.events(3); // 16..=18
+    a.seal(&key); // 19, covers 11..=18
+                  // Besides the crash, seq 7 (sealed) and seq 17 (after the announcement) were deleted.
+    let r = verify_with(
+        &key,
+        &a.lines_without(|s| s == 7 || s == 17 || (12..=14).contains(&s)),
+    );
+    assert!(!r.ok);
+    let st = stream(&r, A);
+    assert_eq!(st.gaps, vec![[7, 7], [17, 17]]);
+    assert_eq!(st.crash_windows, vec![window(c, 11, 14, &[[12, 14]])]);
+    assert!(
+        st.bad_crash_windows.is_empty() && st.bad_seals.is_empty(),
+        "{st:#?}"
+    );
+    let text = r.to_string();
+    assert!(text.contains("gaps (missing seqs): 7, 17"), "{text}");
+    assert!(
+        text.contains(&format!("seq {c} declares 11-14; missing: 12-14")),
+        "{text}"
     );
 }
 
