@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auditrail_core::integrity::keys::{self, EpochKey, KeyError};
-use auditrail_core::integrity::ring::KeyRing;
 use auditrail_core::integrity::resume::{resume, Resumed};
+use auditrail_core::integrity::ring::KeyRing;
 use auditrail_core::integrity::seal::{CRASH_CODE, CRASH_EVENT, RESET_CODE, RESET_EVENT};
 use auditrail_core::integrity::state::{ChainState, Loaded, StateFile};
 use auditrail_core::integrity::stream::StreamChain;

@@ -52,7 +52,9 @@ impl SinkBuffer {
         tails
             .streams
             .iter()
-            .filter(|(s, _)| *s == stream || s.strip_prefix(stream).is_some_and(|r| r.starts_with('~')))
+            .filter(|(s, _)| {
+                *s == stream || s.strip_prefix(stream).is_some_and(|r| r.starts_with('~'))
+            })
             .max_by_key(|(_, t)| t.seq)
             .map(|(s, t)| (s.clone(), t.seq))
     }

@@ -15,5 +15,8 @@ pub mod state;
 pub mod stream;
 pub mod verify;
 
+#[cfg(test)]
+mod model_tests;
+
 /// The member every chained event carries, appended last.
 pub const FIELD: &str = "auditrail.integrity";

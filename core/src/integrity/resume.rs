@@ -137,7 +137,12 @@ mod tests {
     use super::*;
 
     fn state(seq: u64, base: u64, seals: &[u64]) -> ChainState {
-        let last = seals.iter().copied().filter(|&s| s <= base).max().unwrap_or(0);
+        let last = seals
+            .iter()
+            .copied()
+            .filter(|&s| s <= base)
+            .max()
+            .unwrap_or(0);
         ChainState {
             stream: "n/a".into(),
             seq,
@@ -173,7 +178,10 @@ mod tests {
 
     #[test]
     fn disk_buffers_roll_back_to_the_newest_record_any_of_them_got() {
-        let (s, w, back) = cont(resume(state(300, 100, &[50, 150, 250]), &[disk(180, Some(150)), disk(120, Some(50))]));
+        let (s, w, back) = cont(resume(
+            state(300, 100, &[50, 150, 250]),
+            &[disk(180, Some(150)), disk(120, Some(50))],
+        ));
         assert_eq!((s.seq, s.hash, w, back), (180, [180; 32], None, 120));
         assert_eq!((s.since_seal, s.last_seal()), (30, 150));
         assert_eq!(s.seals, vec![50, 150]);
@@ -184,8 +192,17 @@ mod tests {
     fn drained_buffers_that_got_nothing_new_resume_at_the_start_of_the_life() {
         // Nothing of this life reached a buffer (their tails are from before it): back to where it started.
         let (s, w, back) = cont(resume(state(300, 100, &[50, 250]), &[disk(90, Some(50))]));
-        assert_eq!((s.seq, s.hash, s.last_seal(), w, back), (100, [100; 32], 50, None, 200));
-        let (s, ..) = cont(resume(state(300, 100, &[50, 250]), &[SinkView::Disk { tail: None, known: true }]));
+        assert_eq!(
+            (s.seq, s.hash, s.last_seal(), w, back),
+            (100, [100; 32], 50, None, 200)
+        );
+        let (s, ..) = cont(resume(
+            state(300, 100, &[50, 250]),
+            &[SinkView::Disk {
+                tail: None,
+                known: true,
+            }],
+        ));
         assert_eq!(s.seq, 100);
     }
 

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::crash::{self, CrashPoint};
 use super::cursor::{self, Position};
 use super::segment::segment_path;
 use super::shared::Shared;
 use super::tails;
 use crate::ack::{BatchOutcome, EventStatus};
+use crate::crash::{self, CrashPoint};
 
 /// How long to wait before retrying a cursor write that failed.
 const RETRY: Duration = Duration::from_secs(1);

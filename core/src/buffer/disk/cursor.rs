@@ -10,8 +10,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::crash::{self, CrashPoint};
 use super::segment::segment_name;
+use crate::crash::{self, CrashPoint};
 
 /// Name of the cursor file in the buffer directory.
 pub(crate) const CURSOR_FILE: &str = "cursor";

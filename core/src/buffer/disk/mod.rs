@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-pub use config::DiskBufferConfig;
 pub use crate::crash::CRASH_POINTS;
+pub use config::DiskBufferConfig;
 pub use cursor::Position;
 pub use error::DiskBufferError;
 pub use inspect::{inspect, Inspection, SegmentInfo};
@@ -88,11 +88,10 @@ pub fn open(
 
     // What the chain needs to resume: the tails remembered for deleted segments and those of the records still
     // here (after a kill -9 that includes records written but not yet synced, which the page cache kept).
-    let (mut tails, tails_file) =
-        tails::load(dir).map_err(|source| DiskBufferError::ReadDir {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
+    let (mut tails, tails_file) = tails::load(dir).map_err(|source| DiskBufferError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     records::for_each_record(dir, |_, raw| tails.observe_raw(raw))?;
     tails::store(dir, &dir_handle, &tails).map_err(|source| DiskBufferError::ReadDir {
         dir: dir.to_path_buf(),

@@ -260,7 +260,10 @@ mod tests {
         assert_eq!(t.streams["n/a"].last_seal, Some(2));
         assert_eq!(t.streams["n/b"].seq, 7);
         assert_eq!(t.streams["n/b"].last_seal, None);
-        assert!(!t.streams.contains_key("fake"), "a lookalike inside a string is not the field");
+        assert!(
+            !t.streams.contains_key("fake"),
+            "a lookalike inside a string is not the field"
+        );
         // Older records never move a tail back.
         t.observe_raw(chained("n/a", 1, "x", "a").raw());
         assert_eq!(t.streams["n/a"].seq, 3);

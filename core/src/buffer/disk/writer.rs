@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::crash::{self, CrashPoint};
 use super::segment::{encode, record_len, segment_path};
 use super::shared::{Shared, MAX_IN_FLIGHT};
 use crate::ack::EventStatus;
+use crate::crash::{self, CrashPoint};
 use crate::event::Event;
 
 /// Attempts at the last commit when every sender is gone before the writer gives up.
