@@ -37,8 +37,16 @@ export AUDITRAIL_REQUIRE_OPENSEARCH=1
 # The Kafka tests run librdkafka's mock cluster as this workspace's own kafka-mock binary: nothing to install.
 export AUDITRAIL_REQUIRE_KAFKA=1
 echo "== cargo test"
-cargo test --workspace -- --nocapture 2>&1 | tee target/test-output.log | grep -Ev '^(running [0-9]+ tests?|)$' | grep -Ev '^test .* \.\.\. ok$' || true
-# The pipe above keeps the log short; the verdict comes from cargo's own summary lines.
+set +e
+cargo test --workspace -- --nocapture 2>&1 | tee target/test-output.log | grep -Ev '^(running [0-9]+ tests?|)$' | grep -Ev '^test .* \.\.\. ok$'
+cargo_status=${PIPESTATUS[0]}
+set -e
+# The pipe above keeps the log short; the verdict is cargo's exit status (a cargo killed before it printed a
+# failure still fails the run) and its own summary lines.
+if [ "$cargo_status" -ne 0 ]; then
+    echo "cargo test exited with status $cargo_status (full output in target/test-output.log)"
+    exit 1
+fi
 if grep -Eq '^test result: FAILED|^error(\[|:)' target/test-output.log; then
     echo "tests FAILED (full output in target/test-output.log)"
     exit 1

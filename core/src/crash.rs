@@ -45,7 +45,19 @@ pub enum CrashPoint {
     KeyAfterRename,
 }
 
-/// Every step's name, in path order: what fault tests iterate over, so a new step is tested everywhere.
+/// The disk buffer's steps, in path order: what its fault tests iterate over, so a new step is tested everywhere.
+pub const BUFFER_POINTS: [&str; 8] = [
+    "after_write",
+    "after_fsync",
+    "after_ack",
+    "after_cursor_write",
+    "after_cursor_rename",
+    "before_unlink",
+    "after_tails_write",
+    "after_unlink",
+];
+
+/// Every step's name, in path order (the disk buffer's, then the chain's, the sealer's and the key's).
 pub const CRASH_POINTS: [&str; 15] = [
     "after_write",
     "after_fsync",
@@ -147,5 +159,6 @@ mod tests {
         ];
         let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
         assert_eq!(names, CRASH_POINTS);
+        assert_eq!(names[..BUFFER_POINTS.len()], BUFFER_POINTS);
     }
 }

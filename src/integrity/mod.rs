@@ -111,7 +111,7 @@ impl Chains {
                     path.display()
                 )),
                 Loaded::Missing if buffered.is_some() => Some(format!(
-                    "chain state file {} is missing but a disk buffer holds events of the stream",
+                    "chain state file {} is missing but a disk buffer holds or held events of the stream",
                     path.display()
                 )),
                 Loaded::Missing if registry.is_none() && epoch > 0 => Some(format!(

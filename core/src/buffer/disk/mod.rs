@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-pub use crate::crash::CRASH_POINTS;
+pub use crate::crash::BUFFER_POINTS as CRASH_POINTS;
 pub use config::DiskBufferConfig;
 pub use cursor::Position;
 pub use error::DiskBufferError;
