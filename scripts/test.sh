@@ -38,7 +38,7 @@ export AUDITRAIL_REQUIRE_OPENSEARCH=1
 export AUDITRAIL_REQUIRE_KAFKA=1
 echo "== cargo test"
 set +e
-cargo test --workspace -- --nocapture 2>&1 | tee target/test-output.log | grep -Ev '^(running [0-9]+ tests?|)$' | grep -Ev '^test .* \.\.\. ok$'
+cargo test --workspace --no-fail-fast -- --nocapture 2>&1 | tee target/test-output.log | grep -Ev '^(running [0-9]+ tests?|)$' | grep -Ev '^test .* \.\.\. ok$'
 cargo_status=${PIPESTATUS[0]}
 set -e
 # The pipe above keeps the log short; the verdict is cargo's exit status (a cargo killed before it printed a
