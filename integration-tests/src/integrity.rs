@@ -1,8 +1,9 @@
 //! Helpers shared by the tests of the integrity chain: events whose canonical form is worth hashing, an agent
-//! config that chains two sources into a file sink, and accessors for `auditrail verify --json` reports.
+//! config that chains two sources into a file sink, `auditrail verify --json` and accessors for its reports.
 
 use std::io::Write;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -62,6 +63,39 @@ node_id = "node-1"
     c
 }
 
+/// Runs `auditrail verify --key KEY --json INPUTS… [-]` (with `-` and `stdin` fed to it when given) and returns
+/// its exit code and report; panics when it prints no JSON.
+pub fn verify(key: &Path, inputs: &[&Path], stdin: Option<&[u8]>) -> (i32, Value) {
+    let mut cmd = Command::new(crate::binary());
+    cmd.arg("verify").arg("--key").arg(key).arg("--json");
+    for i in inputs {
+        cmd.arg(i);
+    }
+    if stdin.is_some() {
+        cmd.arg("-");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(bytes) = stdin {
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}): {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
 /// The report of stream `name` in a `verify --json` report; panics when there is none.
 pub fn stream<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["streams"]
@@ -107,4 +141,85 @@ pub fn assert_clean(s: &Value) {
             "{key} in {s}"
         );
     }
+}
+
+/// What a stream's lists hold that [`assert_clean`] forbids, plus its `crash_windows` (declared windows of a
+/// memory buffer, when the verifier reports them), as one short line: counts and the first few entries of each
+/// list, so an assertion message shows the relevant part of a report that can list a hundred thousand seqs.
+pub fn findings(s: &Value) -> String {
+    const SHOW: usize = 3;
+    let mut parts = vec![format!(
+        "{}: verified {}, duplicates {}, unsealed {}",
+        s["stream"].as_str().unwrap_or("?"),
+        s["verified"],
+        s["duplicates"],
+        s["unsealed"]
+    )];
+    for key in [
+        "gaps",
+        "altered",
+        "conflicts",
+        "bad_seals",
+        "broken_links",
+        "crash_windows",
+    ] {
+        let Some(list) = s[key].as_array() else {
+            continue;
+        };
+        if list.is_empty() {
+            continue;
+        }
+        let first: Vec<String> = list.iter().take(SHOW).map(Value::to_string).collect();
+        let more = if list.len() > SHOW { ", …" } else { "" };
+        let seqs = if key == "gaps" || key == "crash_windows" {
+            let n: u64 = list
+                .iter()
+                .filter_map(|r| Some(r[1].as_u64()? - r[0].as_u64()? + 1))
+                .sum();
+            if n > 0 {
+                format!(" ({n} seqs)")
+            } else {
+                String::new()
+            }
+        } else {
+            String::new()
+        };
+        parts.push(format!(
+            "{key}: {}{seqs} [{}{more}]",
+            list.len(),
+            first.join(", ")
+        ));
+    }
+    parts.join("; ")
+}
+
+/// [`findings`] of every stream of a report, one per line, with the report's unreadable lines and first problems.
+pub fn report_findings(report: &Value) -> String {
+    let mut lines: Vec<String> = report["streams"]
+        .as_array()
+        .map(|a| a.iter().map(findings).collect())
+        .unwrap_or_default();
+    lines.push(format!(
+        "ok {}, unchained {}, unreadable {}, problems {}",
+        report["ok"],
+        report["unchained"],
+        report["unreadable"],
+        report["problems"]
+            .as_array()
+            .map(|p| p
+                .iter()
+                .take(3)
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
+    ));
+    lines.join("\n")
+}
+
+/// Whether a stream's report lists nothing [`assert_clean`] forbids.
+pub fn is_clean(s: &Value) -> bool {
+    ["gaps", "altered", "conflicts", "bad_seals", "broken_links"]
+        .iter()
+        .all(|key| s[*key].as_array().is_none_or(|a| a.is_empty()))
 }

@@ -4,51 +4,17 @@
 //! are handled with care.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use auditrail_core::integrity::chain::{content_digest, link, read_field, Integrity};
 use auditrail_core::integrity::keys::EpochKey;
 use auditrail_core::integrity::seal::Seal;
 use auditrail_integration_tests::integrity::{
-    assert_clean, config, ranges, rich_event, seqs, stream, write_rich,
+    assert_clean, config, ranges, rich_event, seqs, stream, verify, write_rich,
 };
 use auditrail_integration_tests::*;
 use serde_json::Value;
-
-/// Runs `auditrail verify --json` and returns its exit code and report.
-fn verify(key: &Path, inputs: &[&Path], stdin: Option<&[u8]>) -> (i32, Value) {
-    let mut cmd = Command::new(binary());
-    cmd.arg("verify").arg("--key").arg(key).arg("--json");
-    for i in inputs {
-        cmd.arg(i);
-    }
-    if stdin.is_some() {
-        cmd.arg("-");
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(bytes) = stdin {
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}): {text}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), report)
-}
 
 /// The chain field's text and the body before it, for a line whose field is last.
 fn split_field(line: &str) -> (&str, &str) {
