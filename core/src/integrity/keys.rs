@@ -352,8 +352,10 @@ pub fn keygen(secret_path: &Path, public_path: &Path) -> Result<EpochKey, KeyErr
         });
     }
     let key = EpochKey::generate();
-    key.store(secret_path)?;
+    // The public half first: a crash between the two leaves no secret, so the next start makes a new pair
+    // (and a new public file), never a secret whose public half auditors cannot get.
     write_public(&key.root, public_path)?;
+    key.store(secret_path)?;
     Ok(key)
 }
 
@@ -376,10 +378,12 @@ pub fn write_public(root: &VerifyingKey, path: &Path) -> Result<(), KeyError> {
             path: path.to_path_buf(),
             source,
         })?;
-    f.write_all(&text).map_err(|source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    f.write_all(&text)
+        .and_then(|()| f.sync_all())
+        .map_err(|source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Reads a public key file (or a secret one, whose root key it takes).

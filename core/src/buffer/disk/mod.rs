@@ -80,24 +80,23 @@ pub fn open(
         source,
     })?;
     let lock = DirLock::acquire(dir)?;
-    let analysis = analyze(dir, Mode::Repair)?;
-    let dir_handle = File::open(dir).map_err(|source| DiskBufferError::ReadDir {
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-
     // What the chain needs to resume: the tails remembered for deleted segments and those of the records still
-    // here (after a kill -9 that includes records written but not yet synced, which the page cache kept).
+    // here (after a kill -9 that includes records written but not yet synced, which the page cache kept). Read
+    // and stored before the repair below deletes the segments a crash left behind an acknowledgement.
     let (mut tails, tails_file) = tails::load(dir).map_err(|source| DiskBufferError::ReadDir {
         dir: dir.to_path_buf(),
         source,
     })?;
     records::for_each_record(dir, |_, raw| tails.observe_raw(raw))?;
+    let dir_handle = File::open(dir).map_err(|source| DiskBufferError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     tails::store(dir, &dir_handle, &tails).map_err(|source| DiskBufferError::ReadDir {
         dir: dir.to_path_buf(),
         source,
     })?;
-    let mut analysis = analysis;
+    let mut analysis = analyze(dir, Mode::Repair)?;
     if let TailsFile::Damaged(why) = &tails_file {
         analysis.recovery.messages.push(format!(
             "chain tails file {} is damaged ({why}): where the integrity chain stood in deleted segments is lost",
