@@ -6,8 +6,9 @@
 //! (`read_ahead.rs`); the sink takes them from the [`DiskReceiver`] with one acknowledgement batch per call, and
 //! an acknowledgement task persists the sink's acknowledged position in the cursor file, then deletes the segments
 //! wholly before it (`acks.rs`, `cursor.rs`). Room is counted in bytes of segment files under `max_size`
-//! (`sender.rs`). At [`open`], records after the cursor are replayed and damage is skipped, counted and reported
-//! (`recovery.rs`); [`inspect`] reports the same without changing anything. Records may carry their source position
+//! (`sender.rs`). At [`open`], records after the cursor are replayed and damage is skipped, counted and reported,
+//! and what a previous run left is fsynced once, since a file source may resume after it (`recovery.rs`);
+//! [`inspect`] reports the same without changing anything. Records may carry their source position
 //! ([`crate::Origin`]); [`for_each_origin`] reads those back for the file source at start.
 //!
 //! This module owns [`open`]: it wires those parts together and starts the two threads and the task.
@@ -85,6 +86,7 @@ pub fn open(
         dir: dir.to_path_buf(),
         source,
     })?;
+    recovery::sync_recovered(dir, &dir_handle, &analysis.segments)?;
 
     let labels = [("sink", sink.to_string())];
     let metrics = Metrics {
