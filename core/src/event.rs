@@ -41,9 +41,11 @@ impl Span {
     }
 }
 
-/// Where in its source an event's read batch ends: which file, and the stretch of it the batch accounts for.
+/// Where in its source a stretch of events ends: which file, and the stretch of it the events up to this one
+/// account for.
 ///
-/// Set by the file source on the last event of each read batch; a disk buffer stores it with the record (see
+/// Set by the file source on the last event of each read batch and on some events within a long one; a disk
+/// buffer stores it with the record (see
 /// `buffer/disk/segment.rs`) and restores it when the record is replayed. At start the source resumes each
 /// file after the newest stretch that every one of its sinks' disk buffers holds without a gap, instead of
 /// reading again everything after its last checkpoint. It is pipeline metadata: no sink writes it.
@@ -57,10 +59,10 @@ pub struct Origin {
     pub fingerprint_len: u64,
     /// FNV-1a 64 of those bytes.
     pub fingerprint_hash: u64,
-    /// Byte offset where the stretch starts: the end of the previous stamped batch of this file, so that
+    /// Byte offset where the stretch starts: the end of the previous stamped stretch of this file, so that
     /// lines that produced no event (invalid, dead-lettered) in between are covered too.
     pub start: u64,
-    /// Byte offset just after the last line of the batch.
+    /// Byte offset where the stretch ends: after this event's line, and any lines without an event after it.
     pub end: u64,
     /// Line number at `end`, when the source knows it.
     pub end_line: Option<u64>,
@@ -81,8 +83,8 @@ pub struct Event {
     finalizer: Option<Finalizer>,
     /// The integrity chain's content digest, when the source computed it while parsing (on all cores).
     digest: Option<[u8; 32]>,
-    /// Where the source's read batch ends, on the last event of a file source's batch; shared between the
-    /// copies the fan-out makes.
+    /// Where the stretch of the source this event ends stops, on the events a file source stamps; shared
+    /// between the copies the fan-out makes.
     origin: Option<Arc<Origin>>,
 }
 
@@ -465,12 +467,12 @@ impl Event {
         self.source = Some(source);
     }
 
-    /// Where this event's read batch ends in its source, when the source set it.
+    /// Where the stretch of its source this event ends stops, when the source set it.
     pub fn origin(&self) -> Option<&Origin> {
         self.origin.as_deref()
     }
 
-    /// Sets where this event's read batch ends (see [`Origin`]).
+    /// Sets where the stretch of its source this event ends stops (see [`Origin`]).
     pub fn set_origin(&mut self, origin: Arc<Origin>) {
         self.origin = Some(origin);
     }

@@ -9,11 +9,13 @@
 
 mod checkpoint;
 mod config;
+pub mod resume;
 mod saver;
 mod tailer;
 
 pub use checkpoint::{Checkpoints, Entry, FileKey, Fingerprint};
 pub use config::{FileSourceConfig, ReadFrom};
+pub use resume::ResumeHints;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -74,8 +76,13 @@ struct FileAcks {
 }
 
 /// Builds the file source: loads its checkpoints (a damaged checkpoint file is an error, not a silent restart
-/// from scratch).
-pub fn build(config: FileSourceConfig, cx: SourceContext) -> Result<SourceTask, SourceError> {
+/// from scratch). With `resume` (every sink of the source has a disk buffer), files start after what those
+/// buffers hold when that is past their checkpoints.
+pub fn build(
+    config: FileSourceConfig,
+    cx: SourceContext,
+    resume: Option<ResumeHints>,
+) -> Result<SourceTask, SourceError> {
     let checkpoints = Checkpoints::new(&cx.data_dir, &cx.name);
     let loaded = checkpoints.load().map_err(|message| SourceError::State {
         source_name: cx.name.to_string(),
@@ -83,7 +90,10 @@ pub fn build(config: FileSourceConfig, cx: SourceContext) -> Result<SourceTask, 
             "{message}; move it away to start over (files are then read as `read_from` says)"
         ),
     })?;
-    let tailer = Tailer::new(&config, loaded);
+    let mut tailer = Tailer::new(&config, loaded);
+    if let Some(hints) = resume {
+        tailer = tailer.with_resume(hints);
+    }
     let saver = Saver::new(checkpoints, config.checkpoint_interval.0);
     Ok(Box::pin(FileSource::new(config, cx, saver).run(tailer)))
 }
