@@ -664,7 +664,10 @@ mod tests {
         );
     }
 
-    fn origins(r: &PollResult) -> Vec<Option<(u64, u64, Option<u64>)>> {
+    /// An origin's stretch and end line.
+    type Stretch = (u64, u64, Option<u64>);
+
+    fn origins(r: &PollResult) -> Vec<Option<Stretch>> {
         r.batches
             .iter()
             .flat_map(|b| b.events.iter())
@@ -729,7 +732,7 @@ mod tests {
         let mut t = Tailer::new(&config(dir.path()), HashMap::new());
         let r = t.poll(&ingest);
         assert_eq!(r.batches.len(), 1);
-        let stamped: Vec<(usize, (u64, u64, Option<u64>))> = origins(&r)
+        let stamped: Vec<(usize, Stretch)> = origins(&r)
             .into_iter()
             .enumerate()
             .filter_map(|(i, o)| Some((i, o?)))

@@ -220,7 +220,7 @@ mod tests {
             fingerprint_hash: 3,
             start: end - 10,
             end,
-            end_line: (end % 2 == 0).then_some(end / 10),
+            end_line: end.is_multiple_of(2).then_some(end / 10),
         }
     }
 
