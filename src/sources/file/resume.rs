@@ -11,15 +11,20 @@
 //! resumes each file, from its checkpoint `c`, at the least over the sinks of the end of the stretch that
 //! contains `c`.
 //!
-//! What this must never do is skip a line that is not in every sink's buffer (or already taken by that sink):
+//! The checkpoint may also lie before the first stretch a buffer still holds of a file: the sink took and
+//! acknowledged what came between, and the buffer deleted those segments, faster than the checkpoint moved.
+//! Segments are deleted only once acknowledged, so when nothing in the buffer before that first stretch is
+//! unreadable, what lies between reached the sink, and the file resumes after the first stretch too.
+//!
+//! What this must never do is skip a line that is neither in every sink's buffer nor already taken by it:
 //! - a source with any sink that has no disk buffer gets no hints (a memory buffer cannot be read back);
 //! - a sink whose buffer holds nothing of a file, or nothing reaching back to its checkpoint, gives no hint;
-//! - a gap (damage skipped, a record cut short) ends a stretch, and a stretch that does not contain the
-//!   checkpoint is not used: lines between the checkpoint and the stretch are not known to be anywhere;
+//! - a gap between stamps (a dropped batch) ends a stretch; damage (a failed checksum, zeros a power cut left,
+//!   a segment missing or cut short) ends every stretch and makes the next stamp a mere boundary, since the
+//!   records it covers may be in the damage; a stretch after a gap or after damage is used only when it
+//!   contains the checkpoint;
 //! - a stretch is used only for the file whose head still has the stretch's fingerprint and which is long enough
 //!   (the same rules as a checkpoint: inode reuse and truncation are not resumed from a stale position).
-//!
-//! Records of segments the sink acknowledged and deleted are not seen; lines before them reached the sink.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -47,16 +52,30 @@ pub struct Held {
     pub end_line: Option<u64>,
     /// The file's head as the newest stamp saw it.
     pub fingerprint: Fingerprint,
+    /// The file's first stretch in the buffer, with nothing unreadable before it: whatever of the file came
+    /// before `start` was in segments the sink acknowledged (they are deleted only then), so it reached the
+    /// sink.
+    pub clean_start: bool,
 }
 
-/// What one sink's disk buffer holds of the files of one source.
+/// What one sink's buffer holds of one file.
+#[derive(Clone, Debug, Default)]
+struct FileHeld {
+    stretches: Vec<Held>,
+    /// Damage was met since this file's last stamp: the next stamp's stretch may have lost records.
+    tainted: bool,
+}
+
+/// What one sink's disk buffer holds of the files of one source, built from its records in write order.
 #[derive(Clone, Debug, Default)]
 pub struct SinkHeld {
-    files: HashMap<FileKey, Vec<Held>>,
+    files: HashMap<FileKey, FileHeld>,
+    /// Damage was met somewhere before.
+    damaged: bool,
 }
 
 impl SinkHeld {
-    /// Takes in the origin of the next record of this source, in the buffer's write order.
+    /// Takes in the origin of the next stamped record of this source.
     pub fn add(&mut self, o: &Origin) {
         let key = FileKey {
             dev: o.dev,
@@ -66,8 +85,27 @@ impl SinkHeld {
             len: o.fingerprint_len,
             hash: o.fingerprint_hash,
         };
-        let stretches = self.files.entry(key).or_default();
-        if let Some(last) = stretches.last_mut() {
+        let damaged = self.damaged;
+        let file = self.files.entry(key).or_insert_with(|| FileHeld {
+            stretches: Vec::new(),
+            tainted: damaged,
+        });
+        if std::mem::take(&mut file.tainted) {
+            // The records of this stamp's stretch may be in the damage; only where it ends is known, and the
+            // next stamp can continue from there.
+            push(
+                &mut file.stretches,
+                Held {
+                    start: o.end,
+                    end: o.end,
+                    end_line: o.end_line,
+                    fingerprint,
+                    clean_start: false,
+                },
+            );
+            return;
+        }
+        if let Some(last) = file.stretches.last_mut() {
             // A head that grew (a file shorter than the fingerprint) is still the same file; any other change
             // of head is another file on the same inode.
             let same_file = fingerprint == last.fingerprint
@@ -83,35 +121,59 @@ impl SinkHeld {
                 return;
             }
         }
-        stretches.push(Held {
-            start: o.start,
-            end: o.end,
-            end_line: o.end_line,
-            fingerprint,
-        });
-        if stretches.len() > MAX_STRETCHES {
-            stretches.remove(0);
+        let clean_start = file.stretches.is_empty();
+        push(
+            &mut file.stretches,
+            Held {
+                start: o.start,
+                end: o.end,
+                end_line: o.end_line,
+                fingerprint,
+                clean_start,
+            },
+        );
+    }
+
+    /// Takes in a place where records could not be read: every file's stretch ends there, and the stamp after
+    /// it only tells where the next stretch starts.
+    pub fn damage(&mut self) {
+        self.damaged = true;
+        for file in self.files.values_mut() {
+            file.tainted = true;
         }
     }
 
-    /// The end of the newest stretch of `key` that contains `from` and whose fingerprint `matches` the file.
+    /// How far this buffer holds `key` from `from` on, for the file whose head `matches`: the end of the newest
+    /// stretch that contains `from`, or of the first stretch when `from` lies before it and it is
+    /// [`Held::clean_start`] (what lies between reached the sink).
     fn reach(
         &self,
         key: FileKey,
         from: u64,
         matches: &dyn Fn(&Fingerprint) -> bool,
     ) -> Option<(u64, Option<u64>)> {
-        self.files
-            .get(&key)?
+        let stretches = &self.files.get(&key)?.stretches;
+        let within = stretches
             .iter()
             .rev()
-            .find(|h| h.start <= from && from <= h.end && matches(&h.fingerprint))
-            .map(|h| (h.end, h.end_line))
+            .find(|h| h.start <= from && from <= h.end && matches(&h.fingerprint));
+        let before = stretches
+            .first()
+            .filter(|h| h.clean_start && from < h.start && matches(&h.fingerprint));
+        within.or(before).map(|h| (h.end, h.end_line))
     }
 
     /// The stretches held of `key`, oldest first.
     pub fn stretches(&self, key: FileKey) -> &[Held] {
-        self.files.get(&key).map_or(&[], Vec::as_slice)
+        self.files.get(&key).map_or(&[], |f| f.stretches.as_slice())
+    }
+}
+
+/// Appends a stretch, keeping the newest [`MAX_STRETCHES`].
+fn push(stretches: &mut Vec<Held>, held: Held) {
+    stretches.push(held);
+    if stretches.len() > MAX_STRETCHES {
+        stretches.remove(0);
     }
 }
 
@@ -135,9 +197,9 @@ impl ResumeHints {
     }
 
     /// Where file `key` (`len` bytes long now) may resume instead of `from` (its checkpoint, or where it would
-    /// start without one), and the line number there: the least, over the sinks, of the end of the stretch that
-    /// contains `from` and whose fingerprint `matches` the file. `None` when some sink holds no such stretch, or
-    /// the result is not past `from`, or past the end of the file.
+    /// start without one), and the line number there: the least, over the sinks, of how far each holds the file
+    /// from `from` on (see [`SinkHeld`]), for stretches whose fingerprint `matches` the file. `None` when some
+    /// sink holds no such stretch, or the result is not past `from`, or past the end of the file.
     pub fn resume_point(
         &self,
         key: FileKey,
@@ -230,9 +292,17 @@ fn read_buffer<'a>(
 ) -> Result<Vec<(&'a str, SinkHeld)>, disk::DiskBufferError> {
     let mut per_source: Vec<(&'a str, SinkHeld)> =
         sources.iter().map(|s| (*s, SinkHeld::default())).collect();
-    disk::for_each_origin(dir, |source, origin| {
-        if let Some((_, h)) = per_source.iter_mut().find(|(s, _)| *s == source) {
-            h.add(origin);
+    disk::for_each_origin(dir, |walked| match walked {
+        disk::Walked::Origin { source, origin } => {
+            if let Some((_, h)) = per_source.iter_mut().find(|(s, _)| *s == source) {
+                h.add(origin);
+            }
+        }
+        // Records of any source may have been there.
+        disk::Walked::Damage => {
+            for (_, h) in &mut per_source {
+                h.damage();
+            }
         }
     })?;
     Ok(per_source)
@@ -272,13 +342,14 @@ mod tests {
     #[test]
     fn batches_one_after_the_other_make_one_stretch_and_a_gap_starts_another() {
         let h = held(&[(0, 100), (100, 250), (250, 300), (400, 500), (500, 520)]);
-        let s = |start, end| Held {
+        let s = |start, end, clean_start| Held {
             start,
             end,
             end_line: Some(end / 10),
             fingerprint: FP,
+            clean_start,
         };
-        assert_eq!(h.stretches(KEY), [s(0, 300), s(400, 520)]);
+        assert_eq!(h.stretches(KEY), [s(0, 300, true), s(400, 520, false)]);
         let hints = ResumeHints::new(vec![h]);
         assert_eq!(
             hints.resume_point(KEY, 120, 1000, &same),
@@ -312,9 +383,20 @@ mod tests {
         // A sink whose buffer holds nothing of the file (delivered and deleted, or never written): no hint.
         let hints = ResumeHints::new(vec![a.clone(), SinkHeld::default()]);
         assert_eq!(hints.resume_point(KEY, 100, 1000, &same), None);
-        // A sink whose stretch does not reach back to the checkpoint: no hint.
-        let late = held(&[(200, 400)]);
+        // A sink whose first stretch starts after the checkpoint, nothing unreadable before it: the sink took
+        // what came between (those segments were acknowledged and deleted).
+        let late = held(&[(200, 300), (300, 350)]);
         let hints = ResumeHints::new(vec![a.clone(), late]);
+        assert_eq!(
+            hints.resume_point(KEY, 100, 1000, &same),
+            Some((350, Some(35)))
+        );
+        // The same, with damage before that first stretch: what came between may have been in it. No hint.
+        let mut damaged = SinkHeld::default();
+        damaged.damage();
+        damaged.add(&origin(200, 300));
+        damaged.add(&origin(300, 350));
+        let hints = ResumeHints::new(vec![a.clone(), damaged]);
         assert_eq!(hints.resume_point(KEY, 100, 1000, &same), None);
         // No sinks: no hint.
         assert_eq!(
@@ -325,6 +407,36 @@ mod tests {
         assert_eq!(
             ResumeHints::new(vec![a]).resume_point(other, 100, 1000, &same),
             None
+        );
+    }
+
+    #[test]
+    fn damage_ends_every_stretch_and_the_next_stamp_only_marks_a_boundary() {
+        // Damage before the first stamp: its stretch may have lost records; the next one continues from it.
+        let mut h = SinkHeld::default();
+        h.damage();
+        h.add(&origin(0, 100));
+        h.add(&origin(100, 200));
+        let hints = ResumeHints::new(vec![h]);
+        assert_eq!(hints.resume_point(KEY, 50, 1000, &same), None);
+        assert_eq!(
+            hints.resume_point(KEY, 100, 1000, &same),
+            Some((200, Some(20)))
+        );
+        // Damage between stamps: the stretch before it holds, the stamp after it is a boundary.
+        let mut h = held(&[(0, 100)]);
+        h.damage();
+        h.add(&origin(100, 200));
+        h.add(&origin(200, 300));
+        let hints = ResumeHints::new(vec![h]);
+        assert_eq!(
+            hints.resume_point(KEY, 50, 1000, &same),
+            Some((100, Some(10)))
+        );
+        assert_eq!(hints.resume_point(KEY, 150, 1000, &same), None);
+        assert_eq!(
+            hints.resume_point(KEY, 250, 1000, &same),
+            Some((300, Some(30)))
         );
     }
 

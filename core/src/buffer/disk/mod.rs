@@ -45,7 +45,7 @@ pub use cursor::Position;
 pub use error::DiskBufferError;
 pub use inspect::{inspect, Inspection, SegmentInfo};
 pub use receiver::DiskReceiver;
-pub use records::{for_each_origin, for_each_record};
+pub use records::{for_each_origin, for_each_record, Walked};
 pub use recovery::Recovery;
 pub use segment::{scan_segment, ScanReport, Tail, MAX_RECORD_LEN};
 pub use sender::{DiskReservation, DiskSender};

@@ -8,13 +8,11 @@
 //! checkpoint.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use super::error::DiskBufferError;
-use super::segment::{
-    decode, list_segments, segment_path, Decoded, HEADER_LEN, MAX_RECORD_LEN, ORIGIN_TAG,
-};
+use super::segment::{decode, list_segments, segment_path, Decoded, HEADER_LEN, MAX_RECORD_LEN};
 use crate::event::Origin;
 
 /// Calls `visit(source, event_bytes)` for every sound record of every segment in `dir`, in write order.
@@ -59,17 +57,33 @@ pub fn for_each_record(
     Ok(())
 }
 
-/// Calls `visit(source, origin)` for every sound record of every segment in `dir` that carries an [`Origin`],
-/// in write order. A directory that does not exist holds nothing.
+/// What [`for_each_origin`] meets, in write order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walked<'a> {
+    /// A sound record that carries an [`Origin`].
+    Origin {
+        /// The record's source name.
+        source: &'a str,
+        /// Its origin.
+        origin: &'a Origin,
+    },
+    /// Bytes that cannot be read as records: a failed checksum or layout, a lost framing, a segment (other than
+    /// the newest) that ends inside a record, or segment files missing between others. Any record, of any
+    /// source, may have been there.
+    Damage,
+}
+
+/// Calls `visit` for every sound record of every segment in `dir` that carries an [`Origin`], and for every
+/// place where records cannot be read, in write order. A directory that does not exist holds nothing.
 ///
-/// Only records with an origin block are read whole and checked (CRC32C); the others are stepped over by their
-/// length, so the walk costs one sequential read of the directory and little memory, whatever the segment
-/// size. An origin is reported only from a record whose checksum holds; damage makes records (and, where the
-/// framing is lost, the rest of a segment) invisible, never misread: a caller sees a gap, never a position
-/// that was not written.
+/// Every record is read and checked (CRC32C), one at a time, so the walk costs one sequential read of the
+/// directory and little memory whatever the segment size. A caller that needs to know that nothing was lost
+/// between two origins (the file source does) learns it from the absence of [`Walked::Damage`] between them.
+/// Records before the oldest segment were acknowledged by the sink (segments are deleted only then); the end
+/// of the newest segment may be a record still being appended, which is not damage.
 pub fn for_each_origin(
     dir: &Path,
-    mut visit: impl FnMut(&str, &Origin),
+    mut visit: impl FnMut(Walked<'_>),
 ) -> Result<(), DiskBufferError> {
     let segments = match list_segments(dir) {
         Ok(s) => s,
@@ -81,8 +95,14 @@ pub fn for_each_origin(
             })
         }
     };
+    let newest = segments.keys().next_back().copied();
+    let mut previous: Option<u64> = None;
     let mut record = Vec::new();
     for &id in segments.keys() {
+        if previous.is_some_and(|p| id != p + 1) {
+            visit(Walked::Damage);
+        }
+        previous = Some(id);
         let path = segment_path(dir, id);
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -100,92 +120,80 @@ pub fn for_each_origin(
             })?;
             match step {
                 Step::End => break,
-                Step::Skipped => {}
-                Step::Tagged => {
-                    if let Decoded::Record {
+                Step::Cut => {
+                    if Some(id) != newest {
+                        visit(Walked::Damage);
+                    }
+                    break;
+                }
+                Step::Lost => {
+                    visit(Walked::Damage);
+                    break;
+                }
+                Step::Whole => match decode(&record) {
+                    Decoded::Record {
                         source,
                         origin: Some(origin),
                         ..
-                    } = decode(&record)
-                    {
-                        visit(std::str::from_utf8(&record[source]).unwrap_or(""), &origin);
+                    } => visit(Walked::Origin {
+                        source: std::str::from_utf8(&record[source]).unwrap_or(""),
+                        origin: &origin,
+                    }),
+                    Decoded::Record { origin: None, .. } => {}
+                    Decoded::Corrupt { .. } | Decoded::Incomplete { .. } | Decoded::Impossible => {
+                        visit(Walked::Damage)
                     }
-                }
+                },
             }
         }
     }
     Ok(())
 }
 
-/// What [`next_record`] found.
+/// What [`next_record`] read.
 enum Step {
-    /// The segment ends here (or its framing is lost).
+    /// The segment ends exactly after the last record.
     End,
-    /// A record without an origin block (or too short to hold one), stepped over.
-    Skipped,
-    /// A record whose payload starts, after the source name, with [`ORIGIN_TAG`]: whole in `record`, unchecked.
-    Tagged,
+    /// The segment ends inside a record.
+    Cut,
+    /// A length that cannot be right: the framing of the rest of the segment is lost.
+    Lost,
+    /// A whole record (header included) is in the buffer, not yet checked.
+    Whole,
 }
 
-/// Reads the next record's header and source name; when an origin block follows, the whole record into
-/// `record` (header included, for [`decode`]), else steps over the rest.
+/// Reads the next whole record of a segment into `record`.
 fn next_record(r: &mut BufReader<File>, record: &mut Vec<u8>) -> io::Result<Step> {
     record.clear();
-    record.resize(HEADER_LEN + 2, 0);
-    if !read_full(r, &mut record[..HEADER_LEN])? {
-        return Ok(Step::End);
+    record.resize(HEADER_LEN, 0);
+    match read_full(r, record)? {
+        0 => return Ok(Step::End),
+        n if n < HEADER_LEN => return Ok(Step::Cut),
+        _ => {}
     }
     let len = u32::from_le_bytes([record[0], record[1], record[2], record[3]]) as usize;
     if len > MAX_RECORD_LEN {
-        return Ok(Step::End);
+        return Ok(Step::Lost);
     }
-    if len < 2 {
-        skip(r, len)?;
-        return Ok(Step::Skipped);
-    }
-    if !read_full(r, &mut record[HEADER_LEN..HEADER_LEN + 2])? {
-        return Ok(Step::End);
-    }
-    let name_len = u16::from_le_bytes([record[HEADER_LEN], record[HEADER_LEN + 1]]) as usize;
-    // The name and the byte after it, which tells whether an origin block follows.
-    let lead = (name_len + 1).min(len - 2);
-    let have = record.len();
-    record.resize(have + lead, 0);
-    if !read_full(r, &mut record[have..])? {
-        return Ok(Step::End);
-    }
-    let tagged = lead == name_len + 1 && record.last() == Some(&ORIGIN_TAG);
-    if !tagged {
-        skip(r, len - 2 - lead)?;
-        return Ok(Step::Skipped);
-    }
-    let have = record.len();
     record.resize(HEADER_LEN + len, 0);
-    if !read_full(r, &mut record[have..])? {
-        return Ok(Step::End);
+    if read_full(r, &mut record[HEADER_LEN..])? < len {
+        return Ok(Step::Cut);
     }
-    Ok(Step::Tagged)
+    Ok(Step::Whole)
 }
 
-/// Fills `buf`; false when the file ends first (a torn tail).
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
-    match r.read_exact(buf) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(e) => Err(e),
+/// Reads as much of `buf` as the file holds; returns how many bytes that was.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-}
-
-/// Steps over `n` bytes without reading them when they are not buffered already. Stepping past the end is
-/// noticed by the next read.
-fn skip(r: &mut BufReader<File>, n: usize) -> io::Result<()> {
-    let buffered = r.buffer().len();
-    if n <= buffered {
-        r.consume(n);
-        Ok(())
-    } else {
-        r.seek_relative(n as i64)
-    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -224,8 +232,20 @@ mod tests {
         }
     }
 
+    fn walk(dir: &Path) -> Vec<Option<(String, Origin)>> {
+        let mut seen = Vec::new();
+        for_each_origin(dir, |w| {
+            seen.push(match w {
+                Walked::Origin { source, origin } => Some((source.to_string(), *origin)),
+                Walked::Damage => None,
+            })
+        })
+        .unwrap();
+        seen
+    }
+
     #[test]
-    fn visits_the_sound_origins_in_write_order_and_nothing_else() {
+    fn visits_the_sound_origins_in_write_order_and_every_damage() {
         let dir = tempfile::tempdir().unwrap();
         let mut first = Vec::new();
         let mut expected = Vec::new();
@@ -234,32 +254,43 @@ mod tests {
             let source = if i % 10 == 9 { "other" } else { "files" };
             encode(&ev(source, i, o), &mut first);
             if let Some(o) = o {
-                expected.push((source.to_string(), o));
+                expected.push(Some((source.to_string(), o)));
             }
         }
-        // A stamped record whose checksum fails: not reported, the walk goes on after it.
+        // A stamped record whose checksum fails, then an unstamped one: both damage, and the walk goes on.
         encode(&ev("files", 50, Some(origin(500))), &mut first);
         let last = first.len() - 1;
         first[last] ^= 0x20;
-        encode(&ev("files", 51, Some(origin(501))), &mut first);
-        expected.push(("files".to_string(), origin(501)));
+        encode(&ev("files", 51, None), &mut first);
+        let last = first.len() - 1;
+        first[last] ^= 0x20;
+        expected.extend([None, None]);
+        encode(&ev("files", 52, Some(origin(502))), &mut first);
+        expected.push(Some(("files".to_string(), origin(502))));
         std::fs::write(segment_path(dir.path(), 3), &first).unwrap();
-        // The next segment ends in a stamped record cut short by a crash.
+        // A segment cut inside a record that is not the newest: damage.
         let mut second = Vec::new();
-        encode(&ev("files", 52, Some(origin(602))), &mut second);
-        expected.push(("files".to_string(), origin(602)));
         encode(&ev("files", 53, Some(origin(603))), &mut second);
+        expected.push(Some(("files".to_string(), origin(603))));
+        encode(&ev("files", 54, None), &mut second);
         second.truncate(second.len() - 4);
+        expected.push(None);
         std::fs::write(segment_path(dir.path(), 4), &second).unwrap();
+        // Segment 5 is missing: damage. The newest may end in a record still being written: not damage.
+        expected.push(None);
+        let mut newest = Vec::new();
+        encode(&ev("files", 55, Some(origin(705))), &mut newest);
+        expected.push(Some(("files".to_string(), origin(705))));
+        encode(&ev("files", 56, Some(origin(706))), &mut newest);
+        newest.truncate(newest.len() - 4);
+        std::fs::write(segment_path(dir.path(), 6), &newest).unwrap();
         std::fs::write(dir.path().join("cursor"), b"not a segment").unwrap();
 
-        let mut seen = Vec::new();
-        for_each_origin(dir.path(), |source, o| seen.push((source.to_string(), *o))).unwrap();
-        assert_eq!(seen, expected);
-        // The other walk sees the same records, the damaged one aside.
+        assert_eq!(walk(dir.path()), expected);
+        // The other walk sees the same sound records.
         let mut records = 0;
         for_each_record(dir.path(), |_, _| records += 1).unwrap();
-        assert_eq!(records, 50 + 1 + 1);
+        assert_eq!(records, 50 + 1 + 1 + 1);
     }
 
     #[test]
@@ -270,12 +301,26 @@ mod tests {
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         bytes.extend_from_slice(&[7; 40]);
         std::fs::write(segment_path(dir.path(), 0), &bytes).unwrap();
-        let mut seen = Vec::new();
-        for_each_origin(dir.path(), |_, o| seen.push(*o)).unwrap();
-        assert_eq!(seen, [origin(11)]);
-        for_each_origin(&dir.path().join("absent"), |_, _| {
-            panic!("nothing to visit")
-        })
-        .unwrap();
+        // Zeros (what a power cut can leave where pages never reached the disk) are damage too.
+        let mut zeros = vec![0u8; 64];
+        encode(&ev("files", 2, Some(origin(12))), &mut zeros);
+        std::fs::write(segment_path(dir.path(), 1), &zeros).unwrap();
+        assert_eq!(
+            walk(dir.path()),
+            [
+                Some(("files".to_string(), origin(11))),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some(("files".to_string(), origin(12))),
+            ]
+        );
+        assert!(walk(&dir.path().join("absent")).is_empty());
     }
 }

@@ -274,9 +274,12 @@ async fn origins_are_kept_through_the_buffer_and_its_replay() {
     let (_tx, mut rx, recovery) = reopen(dir.path(), &config).await;
     assert_eq!(recovery.pending_records, 100);
     let mut seen = Vec::new();
-    for_each_origin(dir.path(), |source, o| {
-        assert_eq!(source, "teleport");
-        seen.push(*o);
+    for_each_origin(dir.path(), |w| match w {
+        Walked::Origin { source, origin } => {
+            assert_eq!(source, "teleport");
+            seen.push(*origin);
+        }
+        Walked::Damage => panic!("nothing is damaged"),
     })
     .unwrap();
     assert_eq!(
