@@ -5,6 +5,10 @@
 //! inside the raw bytes. The raw bytes are what every sink writes: a value that is only forwarded is never
 //! re-serialized, so Go's `\u003c` escapes, integers past 2^53 and field order all survive. Only what auditrail
 //! itself changes (a `uid` it assigns, whitespace it must fold so that one event stays one line) is rewritten.
+//!
+//! Beside the bytes an event carries pipeline metadata that no sink writes: its source's name, the
+//! acknowledgement finalizer, and, for the file source, its [`Origin`] (which stretch of which file it ends), which
+//! a disk buffer stores with the record so that a restarted source can resume after what the buffers hold.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -37,6 +41,33 @@ impl Span {
     }
 }
 
+/// Where in its source a stretch of events ends: which file, and the stretch of it the events up to this one
+/// account for.
+///
+/// Set by the file source on the last event of each read batch and on some events within a long one; a disk
+/// buffer stores it with the record (see
+/// `buffer/disk/segment.rs`) and restores it when the record is replayed. At start the source resumes each
+/// file after the newest stretch that every one of its sinks' disk buffers holds without a gap, instead of
+/// reading again everything after its last checkpoint. It is pipeline metadata: no sink writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// Device number of the file.
+    pub dev: u64,
+    /// Inode number of the file.
+    pub ino: u64,
+    /// How many bytes of the file's head its fingerprint covers (the file source's inode-reuse guard).
+    pub fingerprint_len: u64,
+    /// FNV-1a 64 of those bytes.
+    pub fingerprint_hash: u64,
+    /// Byte offset where the stretch starts: the end of the previous stamped stretch of this file, so that
+    /// lines that produced no event (invalid, dead-lettered) in between are covered too.
+    pub start: u64,
+    /// Byte offset where the stretch ends: after this event's line, and any lines without an event after it.
+    pub end: u64,
+    /// Line number at `end`, when the source knows it.
+    pub end_line: Option<u64>,
+}
+
 /// One audit event: its raw JSON bytes, what was parsed from them once, and pipeline metadata.
 ///
 /// Cloning is cheap (a reference count on the bytes and on the acknowledgement batch): the fan-out gives every
@@ -55,6 +86,9 @@ pub struct Event {
     chain_finalizer: Option<Finalizer>,
     /// The integrity chain's content digest, when the source computed it while parsing (on all cores).
     digest: Option<[u8; 32]>,
+    /// Where the stretch of the source this event ends stops, on the events a file source stamps; shared
+    /// between the copies the fan-out makes.
+    origin: Option<Arc<Origin>>,
 }
 
 impl fmt::Debug for Event {
@@ -62,6 +96,7 @@ impl fmt::Debug for Event {
         f.debug_struct("Event")
             .field("raw", &String::from_utf8_lossy(&self.raw))
             .field("source", &self.source)
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -302,6 +337,7 @@ impl Event {
             finalizer: None,
             chain_finalizer: None,
             digest: None,
+            origin: None,
         })
     }
 
@@ -371,6 +407,7 @@ impl Event {
             finalizer: None,
             chain_finalizer: None,
             digest: Some(digest),
+            origin: None,
         })
     }
 
@@ -433,6 +470,16 @@ impl Event {
     /// Sets the source name (shared between all events of that source).
     pub fn set_source(&mut self, source: Arc<str>) {
         self.source = Some(source);
+    }
+
+    /// Where the stretch of its source this event ends stops, when the source set it.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_deref()
+    }
+
+    /// Sets where the stretch of its source this event ends stops (see [`Origin`]).
+    pub fn set_origin(&mut self, origin: Arc<Origin>) {
+        self.origin = Some(origin);
     }
 
     /// Attaches the acknowledgement finalizer: the source learns this event's outcome through it.

@@ -17,6 +17,6 @@ pub mod sink;
 pub mod units;
 
 pub use ack::{AckBatch, BatchOutcome, EventStatus, Finalizer};
-pub use event::{Event, InvalidEvent};
+pub use event::{Event, InvalidEvent, Origin};
 pub use fanout::Fanout;
 pub use sink::{BoxError, Sink, SinkContext, SinkFuture};

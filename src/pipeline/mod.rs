@@ -136,6 +136,8 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
     }
     let mut sealers = Vec::new();
     let mut source_tasks = JoinSet::new();
+    // After the buffers are open (and have fsynced what they recovered), before any source reads.
+    let mut resume = sources::file::resume::gather(&config);
     for (name, source) in &config.sources {
         let outputs = config
             .sinks
@@ -157,6 +159,7 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
             config.data_dir.clone(),
             fanout,
             shutdown.clone(),
+            resume.remove(name),
         )
         .await?;
         source_tasks.spawn(task);

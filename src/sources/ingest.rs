@@ -176,10 +176,28 @@ impl Ingest {
         events: &mut Vec<Event>,
         rejected: &mut Vec<Rejected>,
     ) {
+        self.take_lines_noting(lines, location, events, rejected, None);
+    }
+
+    /// [`Self::take_lines`], also pushing to `made`, for each line in order, whether it made an event (rather
+    /// than being refused or blank): the file source needs to know which line each event ends.
+    pub fn take_lines_noting(
+        &self,
+        lines: Vec<Line>,
+        location: impl Fn(Option<u64>, u64) -> String + Sync,
+        events: &mut Vec<Event>,
+        rejected: &mut Vec<Rejected>,
+        mut made: Option<&mut Vec<bool>>,
+    ) {
+        let noting = made.is_some();
         let threads = parse_threads();
         if threads < 2 || lines.len() < PARALLEL_MIN_LINES {
             for line in lines {
+                let before = events.len();
                 self.take_line(line, &location, events, rejected);
+                if let Some(m) = made.as_deref_mut() {
+                    m.push(events.len() > before);
+                }
             }
             return;
         }
@@ -205,10 +223,15 @@ impl Ingest {
                 };
                 let part = std::mem::take(&mut *part.lock().unwrap_or_else(|p| p.into_inner()));
                 let (mut ev, mut rej) = (Vec::with_capacity(part.len()), Vec::new());
+                let mut part_made = Vec::with_capacity(if noting { part.len() } else { 0 });
                 for line in part {
+                    let before = ev.len();
                     self.take_line(line, &location, &mut ev, &mut rej);
+                    if noting {
+                        part_made.push(ev.len() > before);
+                    }
                 }
-                done.push((i, ev, rej));
+                done.push((i, ev, rej, part_made));
             }
         };
         let mut results = std::thread::scope(|scope| {
@@ -220,9 +243,12 @@ impl Ingest {
             all
         });
         results.sort_unstable_by_key(|r| r.0);
-        for (_, mut ev, mut rej) in results {
+        for (_, mut ev, mut rej, part_made) in results {
             events.append(&mut ev);
             rejected.append(&mut rej);
+            if let Some(m) = made.as_deref_mut() {
+                m.extend(part_made);
+            }
         }
     }
 
@@ -323,13 +349,16 @@ mod tests {
                 }
             })
             .collect();
-        let (mut events, mut rejected) = (Vec::new(), Vec::new());
-        ingest.take_lines(
+        let (mut events, mut rejected, mut made) = (Vec::new(), Vec::new(), Vec::new());
+        ingest.take_lines_noting(
             lines,
             |number, _| format!("line {}", number.unwrap()),
             &mut events,
             &mut rejected,
+            Some(&mut made),
         );
+        let want_made: Vec<bool> = (1..=n).map(|i| i % 97 != 0).collect();
+        assert_eq!(made, want_made);
         let want: Vec<String> = (1..=n)
             .filter(|i| i % 97 != 0)
             .map(|i| i.to_string())

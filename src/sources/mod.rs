@@ -90,13 +90,15 @@ pub struct SourceContext {
 /// A running source: completes after shutdown once its final checkpoint is written.
 pub type SourceTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// Prepares the source (binds sockets, loads checkpoints) and returns the task that runs it.
+/// Prepares the source (binds sockets, loads checkpoints) and returns the task that runs it. `resume` is what the
+/// sinks' disk buffers hold of a file source's files ([`file::resume::gather`]); other sources ignore it.
 pub async fn build(
     name: &str,
     config: &SourceConfig,
     data_dir: PathBuf,
     fanout: Fanout,
     shutdown: Shutdown,
+    resume: Option<file::ResumeHints>,
 ) -> Result<SourceTask, SourceError> {
     let ingest = Arc::new(
         Ingest::new(name, config.max_line_bytes(), &data_dir)
@@ -110,7 +112,7 @@ pub async fn build(
         ingest,
     };
     match config {
-        SourceConfig::File(c) => file::build(c.clone(), cx),
+        SourceConfig::File(c) => file::build(c.clone(), cx, resume),
         SourceConfig::Http(c) => http::build(c.clone(), cx).await,
         SourceConfig::Unix(c) => unix::build(c.clone(), cx),
     }

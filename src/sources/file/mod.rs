@@ -3,26 +3,31 @@
 //!
 //! [`tailer`] does the blocking reading and parsing; this file drives it, hands batches to the fan-out (waiting
 //! when a `block` buffer is full, which is how backpressure stops the reading), collects batch outcomes, and
-//! writes checkpoints. A batch whose events were not all handled (a sink stopped before acknowledging) holds its
-//! file's checkpoint where it is, so after a restart those lines are read again: at least once.
+//! has checkpoints written as soon as they move ([`saver`]). A batch whose events were not all handled (a sink
+//! stopped before acknowledging) holds its file's checkpoint where it is, so after a restart those lines are read
+//! again: at least once.
 
 mod checkpoint;
 mod config;
+pub mod resume;
+mod saver;
 mod tailer;
 
 pub use checkpoint::{Checkpoints, Entry, FileKey, Fingerprint};
 pub use config::{FileSourceConfig, ReadFrom};
+pub use resume::ResumeHints;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use auditrail_core::shutdown::Shutdown;
 use auditrail_core::{AckBatch, BatchOutcome, EventStatus};
 use tokio::sync::mpsc;
 
 use super::{SourceContext, SourceError, SourceTask};
+use saver::Saver;
 use tailer::{PollResult, Tailer};
 
 /// Polls read ahead of the one being sent: reading and parsing go on while the sinks (or the integrity chain)
@@ -71,8 +76,13 @@ struct FileAcks {
 }
 
 /// Builds the file source: loads its checkpoints (a damaged checkpoint file is an error, not a silent restart
-/// from scratch).
-pub fn build(config: FileSourceConfig, cx: SourceContext) -> Result<SourceTask, SourceError> {
+/// from scratch). With `resume` (every sink of the source has a disk buffer), files start after what those
+/// buffers hold when that is past their checkpoints.
+pub fn build(
+    config: FileSourceConfig,
+    cx: SourceContext,
+    resume: Option<ResumeHints>,
+) -> Result<SourceTask, SourceError> {
     let checkpoints = Checkpoints::new(&cx.data_dir, &cx.name);
     let loaded = checkpoints.load().map_err(|message| SourceError::State {
         source_name: cx.name.to_string(),
@@ -80,50 +90,44 @@ pub fn build(config: FileSourceConfig, cx: SourceContext) -> Result<SourceTask, 
             "{message}; move it away to start over (files are then read as `read_from` says)"
         ),
     })?;
-    let tailer = Tailer::new(&config, loaded);
-    Ok(Box::pin(
-        FileSource::new(config, cx, checkpoints).run(tailer),
-    ))
+    let mut tailer = Tailer::new(&config, loaded);
+    if let Some(hints) = resume {
+        tailer = tailer.with_resume(hints);
+    }
+    let saver = Saver::new(checkpoints, config.checkpoint_interval.0);
+    Ok(Box::pin(FileSource::new(config, cx, saver).run(tailer)))
 }
 
 struct FileSource {
     config: FileSourceConfig,
     cx: SourceContext,
-    checkpoints: Checkpoints,
+    saver: Saver,
     files: HashMap<FileKey, FileAcks>,
     batches: HashMap<u64, FileKey>,
     next_id: u64,
     acks_tx: mpsc::UnboundedSender<BatchOutcome>,
     acks_rx: mpsc::UnboundedReceiver<BatchOutcome>,
+    /// Positions moved since the last checkpoint write started.
     dirty: bool,
-    last_save: Instant,
 }
 
 impl FileSource {
-    fn new(config: FileSourceConfig, cx: SourceContext, checkpoints: Checkpoints) -> FileSource {
+    fn new(config: FileSourceConfig, cx: SourceContext, saver: Saver) -> FileSource {
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         FileSource {
             config,
             cx,
-            checkpoints,
+            saver,
             files: HashMap::new(),
             batches: HashMap::new(),
             next_id: 0,
             acks_tx,
             acks_rx,
             dirty: false,
-            last_save: Instant::now(),
         }
     }
 
     async fn run(mut self, mut tailer: Tailer) {
-        let mut tick = tokio::time::interval(
-            self.config
-                .checkpoint_interval
-                .0
-                .max(Duration::from_millis(10)),
-        );
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = self.cx.shutdown.clone();
         let max_batch = self.cx.fanout.max_batch();
         tailer.set_max_batch(max_batch);
@@ -142,11 +146,7 @@ impl FileSource {
             if queue.is_empty() {
                 let mut first = None;
                 if !self
-                    .drive(
-                        async { first = reads.recv().await },
-                        &mut tick,
-                        &mut shutdown,
-                    )
+                    .drive(async { first = reads.recv().await }, &mut shutdown)
                     .await
                 {
                     break;
@@ -187,17 +187,15 @@ impl FileSource {
             if !events.is_empty() {
                 let fanout = self.cx.fanout.clone();
                 // Dropping an unfinished send on shutdown fails the events it still held: not checkpointed.
-                if !self
-                    .drive(fanout.send(events), &mut tick, &mut shutdown)
-                    .await
-                {
+                if !self.drive(fanout.send(events), &mut shutdown).await {
                     break 'read;
                 }
             }
             while let Ok(o) = self.acks_rx.try_recv() {
                 self.on_outcome(o);
             }
-            self.save_if_due();
+            // A busy reader may never wait in `drive`: what the acknowledgements moved is written from here.
+            self.save_soon();
         }
         // Reads not yet taken were never sent, so never checkpointed; closing the channel stops the reader. The
         // queued batches go too, now: their outcomes are what `finish` waits for.
@@ -206,20 +204,32 @@ impl FileSource {
         self.finish().await;
     }
 
-    /// Drives `work` to completion while taking in acknowledgements and writing checkpoints on time. Returns
-    /// false, dropping `work`, if shutdown comes first.
+    /// Drives `work` to completion while taking in acknowledgements and having the checkpoints they move
+    /// written. Returns false, dropping `work`, if shutdown comes first.
     async fn drive(
         &mut self,
         work: impl std::future::Future<Output = ()>,
-        tick: &mut tokio::time::Interval,
         shutdown: &mut Shutdown,
     ) -> bool {
         tokio::pin!(work);
         loop {
+            // Dirty, nothing running, but the last write started less than `checkpoint_interval` ago.
+            let wake = (self.dirty && !self.saver.busy())
+                .then(|| self.saver.not_before())
+                .flatten();
             tokio::select! {
                 _ = &mut work => return true,
-                Some(o) = self.acks_rx.recv() => self.on_outcome(o),
-                _ = tick.tick() => self.save(),
+                Some(o) = self.acks_rx.recv() => {
+                    self.on_outcome(o);
+                    self.save_soon();
+                }
+                r = self.saver.finished(), if self.saver.busy() => {
+                    self.on_saved(r);
+                    self.save_soon();
+                }
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
+                    self.save_soon();
+                }
                 _ = shutdown.wait() => return false,
             }
         }
@@ -332,19 +342,33 @@ impl FileSource {
         }
     }
 
-    /// Saves when the interval has passed; the reading loop calls this because a busy reader may never
-    /// wait on the ticker.
-    fn save_if_due(&mut self) {
-        if self.last_save.elapsed() >= self.config.checkpoint_interval.0 {
-            self.save();
+    /// Starts a checkpoint write of the current positions if they moved, no write is running and the last
+    /// one started at least `checkpoint_interval` ago; otherwise the positions wait for the next chance (the
+    /// end of the running write, or the end of the spacing), folding in whatever moves until then.
+    fn save_soon(&mut self) {
+        if self.dirty && !self.saver.busy() && self.saver.not_before().is_none() {
+            let entries = self.entries();
+            self.saver.start(entries);
+            self.dirty = false;
         }
     }
 
-    fn save(&mut self) {
-        self.last_save = Instant::now();
-        if !self.dirty {
-            return;
+    /// Takes in the result of a checkpoint write.
+    fn on_saved(&mut self, result: std::io::Result<()>) {
+        if let Err(e) = result {
+            // What that write held is still to be written; the saver waits a moment before the next try.
+            self.dirty = true;
+            tracing::error!(
+                source = %self.cx.name,
+                path = %self.saver.path().display(),
+                error = %e,
+                "cannot write checkpoints; will retry (after a crash now, acknowledged lines would be read again)"
+            );
         }
+    }
+
+    /// Every followed file's acknowledged position, in key order.
+    fn entries(&self) -> Vec<Entry> {
         let mut entries: Vec<Entry> = self
             .files
             .iter()
@@ -357,15 +381,7 @@ impl FileSource {
             })
             .collect();
         entries.sort_by_key(|e| e.key);
-        match self.checkpoints.save(&entries) {
-            Ok(()) => self.dirty = false,
-            Err(e) => tracing::error!(
-                source = %self.cx.name,
-                path = %self.checkpoints.path().display(),
-                error = %e,
-                "cannot write checkpoints; will retry (after a crash now, acknowledged lines would be read again)"
-            ),
-        }
+        entries
     }
 
     /// After shutdown: stop feeding the sinks, wait for the outcome of what is in flight, write the last
@@ -381,12 +397,38 @@ impl FileSource {
                 .any(|f| f.pending.iter().any(|p| p.status.is_none()))
         };
         while in_flight(&self) {
-            match self.acks_rx.recv().await {
-                Some(o) => self.on_outcome(o),
-                None => break,
+            tokio::select! {
+                o = self.acks_rx.recv() => match o {
+                    Some(o) => {
+                        self.on_outcome(o);
+                        self.save_soon();
+                    }
+                    None => break,
+                },
+                r = self.saver.finished(), if self.saver.busy() => {
+                    self.on_saved(r);
+                    self.save_soon();
+                }
             }
         }
-        self.save();
+        // The last write goes after the running one (never beside it), whatever the spacing.
+        if self.saver.busy() {
+            let r = self.saver.finished().await;
+            self.on_saved(r);
+        }
+        if self.dirty {
+            let entries = self.entries();
+            self.saver.start(entries);
+            if let Err(e) = self.saver.finished().await {
+                tracing::error!(
+                    source = %self.cx.name,
+                    path = %self.saver.path().display(),
+                    error = %e,
+                    "cannot write the last checkpoints; lines acknowledged since the previous write are read again at the next start"
+                );
+                return;
+            }
+        }
         tracing::info!(source = %self.cx.name, "file source stopped; checkpoints written");
     }
 }

@@ -32,6 +32,17 @@ pub enum DiskBufferError {
         /// The cause.
         source: io::Error,
     },
+    /// A segment (or the directory) left by a previous run cannot be made durable at open.
+    #[error(
+        "cannot fsync {} while opening the disk buffer (the disk may be failing): {source}",
+        path.display()
+    )]
+    Sync {
+        /// The segment file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
     /// The cursor file exists but cannot be read (a cursor that reads but is damaged is not an error).
     #[error("cannot read the disk buffer cursor {}: {source}", path.display())]
     ReadCursor {

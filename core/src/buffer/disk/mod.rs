@@ -6,8 +6,10 @@
 //! (`read_ahead.rs`); the sink takes them from the [`DiskReceiver`] with one acknowledgement batch per call, and
 //! an acknowledgement task persists the sink's acknowledged position in the cursor file, then deletes the segments
 //! wholly before it (`acks.rs`, `cursor.rs`). Room is counted in bytes of segment files under `max_size`
-//! (`sender.rs`). At [`open`], records after the cursor are replayed and damage is skipped, counted and reported
-//! (`recovery.rs`); [`inspect`] reports the same without changing anything.
+//! (`sender.rs`). At [`open`], records after the cursor are replayed and damage is skipped, counted and reported,
+//! and what a previous run left is fsynced once, since a file source may resume after it (`recovery.rs`);
+//! [`inspect`] reports the same without changing anything. Records may carry their source position
+//! ([`crate::Origin`]); [`for_each_origin`] reads those back for the file source at start.
 //!
 //! This module owns [`open`]: it wires those parts together and starts the two threads and the task.
 
@@ -43,7 +45,7 @@ pub use cursor::Position;
 pub use error::DiskBufferError;
 pub use inspect::{inspect, Inspection, SegmentInfo};
 pub use receiver::DiskReceiver;
-pub use records::for_each_record;
+pub use records::{for_each_origin, for_each_record, Walked};
 pub use recovery::Recovery;
 pub use segment::{scan_segment, ScanReport, Tail, MAX_RECORD_LEN};
 pub use sender::{DiskReservation, DiskSender};
@@ -97,6 +99,7 @@ pub fn open(
         source,
     })?;
     let mut analysis = analyze(dir, Mode::Repair)?;
+    recovery::sync_recovered(dir, &dir_handle, &analysis.segments)?;
     if let TailsFile::Damaged(why) = &tails_file {
         analysis.recovery.messages.push(format!(
             "chain tails file {} is damaged ({why}): where the integrity chain stood in deleted segments is lost",

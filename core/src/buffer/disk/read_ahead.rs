@@ -3,10 +3,10 @@
 //! It follows the writer: it reads only up to the durable size the writer published, waits on the shared
 //! condition variable when it has caught up, and moves to the next existing segment when one is sealed. Each
 //! record is checked (CRC32C, layout) and rebuilt with [`Event::parse`] from its raw bytes, sharing one chunk of
-//! memory per read (no copy per event) and one `Arc<str>` per source name. Batches go to the
-//! [`super::DiskReceiver`] over a small bounded channel, so that what is read ahead stays small. Damage met here in
-//! segments written before `open` was already counted by recovery and is skipped silently; damage in this
-//! instance's own segments is counted and logged.
+//! memory per read (no copy per event) and one `Arc<str>` per source name, with the [`crate::Origin`] the record
+//! carries, if any. Batches go to the [`super::DiskReceiver`] over a small bounded channel, so that what is read
+//! ahead stays small. Damage met here in segments written before `open` was already counted by recovery and is
+//! skipped silently; damage in this instance's own segments is counted and logged.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -131,7 +131,12 @@ impl ReadAhead {
         self.need = 0;
         while p < bytes.len() {
             match decode(&bytes[p..]) {
-                Decoded::Record { source, raw, len } => {
+                Decoded::Record {
+                    source,
+                    raw,
+                    origin,
+                    len,
+                } => {
                     let raw = bytes.slice(p + raw.start..p + raw.end);
                     match Event::parse(raw, usize::MAX) {
                         Ok(mut event) => {
@@ -139,6 +144,10 @@ impl ReadAhead {
                                 let name =
                                     self.source_name(&bytes[p + source.start..p + source.end]);
                                 event.set_source(name);
+                            }
+                            // A replayed event is the same event: it keeps what its source said of it.
+                            if let Some(origin) = origin {
+                                event.set_origin(Arc::new(origin));
                             }
                             entries.push(Entry {
                                 event,

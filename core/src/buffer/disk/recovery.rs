@@ -3,8 +3,8 @@
 //! One analysis serves both: list the segments, read the cursor, find where unacknowledged records start, and
 //! scan every segment from there with the record decoder, counting sound records and damage. `open` (repair
 //! mode) also deletes segments wholly before the cursor (left by a crash between the cursor write and the
-//! unlink), truncates a torn tail of the last segment and removes a stale `cursor.tmp`; `inspect` (read-only
-//! mode) changes nothing. Damage never makes this fail: it is skipped, counted and described in [`Recovery`].
+//! unlink), truncates a torn tail of the last segment and removes a stale `cursor.tmp`, and then makes the
+//! segments it keeps durable ([`sync_recovered`]); `inspect` (read-only mode) changes nothing. Damage never makes this fail: it is skipped, counted and described in [`Recovery`].
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -273,6 +273,35 @@ pub(crate) fn analyze(dir: &Path, mode: Mode) -> Result<Analysis, DiskBufferErro
         next_segment,
         recovery: rec,
     })
+}
+
+/// Makes what a previous run left durable: every segment `open` keeps, then the directory.
+///
+/// After kill -9 the records written since the last fsync live only in the page cache, and they are replayed
+/// like any other. A file source may also resume after them (they are in the buffer, so their lines need not be
+/// read again); were they lost to a power cut after that, the source would never read those lines again. So
+/// `open` syncs them once, before it returns and any source starts. Segments synced before cost little: a file
+/// without dirty pages syncs at once.
+pub(crate) fn sync_recovered(
+    dir: &Path,
+    dir_handle: &File,
+    segments: &BTreeMap<u64, u64>,
+) -> Result<(), DiskBufferError> {
+    for &id in segments.keys() {
+        let path = segment_path(dir, id);
+        let synced = File::open(&path).and_then(|f| f.sync_all());
+        match synced {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DiskBufferError::Sync { path, source }),
+        }
+    }
+    dir_handle
+        .sync_all()
+        .map_err(|source| DiskBufferError::Sync {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 fn truncate(path: &Path, len: u64) -> io::Result<()> {

@@ -2,10 +2,18 @@
 //!
 //! A segment is an append-only file named `<20-digit id>.seg`. It holds records back to back, with no header:
 //! `[u32 LE payload length][u32 LE CRC32C of the payload][payload]`, where the payload is
-//! `[u16 LE source-name length][source name][the event's raw JSON bytes]`. Decoding never trusts a length: a
-//! record whose checksum fails is skipped on its own, and a length that cannot be right (past the end of the
-//! segment, or over [`MAX_RECORD_LEN`]) makes the rest of the segment unreadable. [`scan_segment`] parses any
-//! bytes without panicking; recovery, `inspect` and the fuzz target use the same decoder as the reader.
+//! `[u16 LE source-name length][source name][origin block, optional][the event's raw JSON bytes]`. Decoding
+//! never trusts a length: a record whose checksum fails is skipped on its own, and a length that cannot be right
+//! (past the end of the segment, or over [`MAX_RECORD_LEN`]) makes the rest of the segment unreadable.
+//! [`scan_segment`] parses any bytes without panicking; recovery, `inspect` and the fuzz target use the same
+//! decoder as the reader.
+//!
+//! The origin block (the event's [`Origin`], where its file source's read batch ends) was added after the first
+//! format. It is flagged by its first byte, [`ORIGIN_TAG`]: raw JSON bytes of an event always start with `{`,
+//! so a record without the block — every record of the first format, and every event without an origin — is
+//! exactly as it always was, and segments written by an older version are replayed unchanged. The block is
+//! `[ORIGIN_TAG][u8 flags][u64 LE dev, ino, fingerprint length, fingerprint hash, start, end][u64 LE end line,
+//! when flag bit 0 is set]`; unknown flag bits make the record malformed rather than misread.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -13,7 +21,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::event::Event;
+use crate::event::{Event, Origin};
 
 /// Bytes before a record's payload: length and checksum.
 pub(crate) const HEADER_LEN: usize = 8;
@@ -67,9 +75,26 @@ fn stored_source(event: &Event) -> &[u8] {
     &s[..s.len().min(u16::MAX as usize)]
 }
 
+/// First byte of an origin block. An event's raw bytes start with `{`, never with this.
+pub(crate) const ORIGIN_TAG: u8 = 0x01;
+
+/// Flag bit of an origin block: an end line number follows the six fixed fields.
+const ORIGIN_HAS_LINE: u8 = 0x01;
+
+/// Bytes of an origin block without the end line: tag, flags and six `u64`.
+const ORIGIN_FIXED_LEN: usize = 2 + 6 * 8;
+
+/// Bytes the origin block of `origin` takes.
+fn origin_len(origin: Option<&Origin>) -> usize {
+    match origin {
+        None => 0,
+        Some(o) => ORIGIN_FIXED_LEN + if o.end_line.is_some() { 8 } else { 0 },
+    }
+}
+
 /// The payload length of `event`'s record.
 pub(crate) fn payload_len(event: &Event) -> usize {
-    2 + stored_source(event).len() + event.raw().len()
+    2 + stored_source(event).len() + origin_len(event.origin()) + event.raw().len()
 }
 
 /// The size `event` takes in a segment, header included.
@@ -81,16 +106,62 @@ pub(crate) fn record_len(event: &Event) -> usize {
 pub(crate) fn encode(event: &Event, buf: &mut Vec<u8>) {
     let source = stored_source(event);
     let raw = event.raw();
-    let len = 2 + source.len() + raw.len();
+    let len = payload_len(event);
     let start = buf.len();
     buf.reserve(HEADER_LEN + len);
     buf.extend_from_slice(&(len as u32).to_le_bytes());
     buf.extend_from_slice(&[0; 4]);
     buf.extend_from_slice(&(source.len() as u16).to_le_bytes());
     buf.extend_from_slice(source);
+    if let Some(o) = event.origin() {
+        let flags = if o.end_line.is_some() {
+            ORIGIN_HAS_LINE
+        } else {
+            0
+        };
+        buf.extend_from_slice(&[ORIGIN_TAG, flags]);
+        for v in [
+            o.dev,
+            o.ino,
+            o.fingerprint_len,
+            o.fingerprint_hash,
+            o.start,
+            o.end,
+        ] {
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        if let Some(line) = o.end_line {
+            buf.extend_from_slice(&line.to_le_bytes());
+        }
+    }
     buf.extend_from_slice(raw);
     let crc = crc32c::crc32c(&buf[start + HEADER_LEN..]);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Reads the origin block at the start of `bytes` (which starts with [`ORIGIN_TAG`]); returns it and its length,
+/// or `None` when the block is cut short or has unknown flags.
+fn decode_origin(bytes: &[u8]) -> Option<(Origin, usize)> {
+    let flags = *bytes.get(1)?;
+    if flags & !ORIGIN_HAS_LINE != 0 {
+        return None;
+    }
+    let len = ORIGIN_FIXED_LEN + if flags & ORIGIN_HAS_LINE != 0 { 8 } else { 0 };
+    let block = bytes.get(..len)?;
+    let field = |i: usize| {
+        let at = 2 + 8 * i;
+        u64::from_le_bytes(block[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let origin = Origin {
+        dev: field(0),
+        ino: field(1),
+        fingerprint_len: field(2),
+        fingerprint_hash: field(3),
+        start: field(4),
+        end: field(5),
+        end_line: (flags & ORIGIN_HAS_LINE != 0).then(|| field(6)),
+    };
+    Some((origin, len))
 }
 
 /// Why a complete record was not accepted.
@@ -98,7 +169,7 @@ pub(crate) fn encode(event: &Event, buf: &mut Vec<u8>) {
 pub(crate) enum Corruption {
     /// The payload does not match its CRC32C.
     Checksum,
-    /// The checksum matches but the payload is not `[u16 name length][name][event]`.
+    /// The checksum matches but the payload is not `[u16 name length][name][origin block?][event]`.
     Malformed,
 }
 
@@ -111,6 +182,8 @@ pub(crate) enum Decoded {
         source: Range<usize>,
         /// The event's raw bytes.
         raw: Range<usize>,
+        /// Where the event's read batch ends in its source, when the record carries it.
+        origin: Option<Origin>,
         /// Length of the whole record.
         len: usize,
     },
@@ -165,9 +238,26 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded {
         };
     }
     let name_start = HEADER_LEN + 2;
+    let mut raw_start = name_start + name_len;
+    let mut origin = None;
+    if bytes.get(raw_start) == Some(&ORIGIN_TAG) {
+        match decode_origin(&bytes[raw_start..total]) {
+            Some((o, block)) => {
+                origin = Some(o);
+                raw_start += block;
+            }
+            None => {
+                return Decoded::Corrupt {
+                    len: total,
+                    why: Corruption::Malformed,
+                }
+            }
+        }
+    }
     Decoded::Record {
         source: name_start..name_start + name_len,
-        raw: name_start + name_len..total,
+        raw: raw_start..total,
+        origin,
         len: total,
     }
 }
@@ -403,8 +493,14 @@ mod tests {
         encode(&e, &mut buf);
         assert_eq!(buf.len(), record_len(&e));
         match decode(&buf) {
-            Decoded::Record { source, raw, len } => {
+            Decoded::Record {
+                source,
+                raw,
+                origin,
+                len,
+            } => {
                 assert_eq!(&buf[source], b"src");
+                assert_eq!(origin, None);
                 assert_eq!(&buf[raw], e.raw().as_ref());
                 assert_eq!(len, buf.len());
             }
@@ -413,6 +509,113 @@ mod tests {
         let report = scan_segment(&segment(5));
         assert_eq!(report.records, 5);
         assert_eq!(report.tail, Tail::Clean);
+    }
+
+    fn stamped(i: usize, end_line: Option<u64>) -> (Event, Origin) {
+        let origin = Origin {
+            dev: 0xfd01,
+            ino: 1_234_567 + i as u64,
+            fingerprint_len: 256,
+            fingerprint_hash: 0xdead_beef_0bad_f00d,
+            start: 1000 * i as u64,
+            end: 1000 * i as u64 + 999,
+            end_line,
+        };
+        let mut e = ev(i);
+        e.set_origin(Arc::new(origin));
+        (e, origin)
+    }
+
+    /// A record exactly as the first format wrote it (before origins): `[len][crc][u16 name length][name][raw]`.
+    fn first_format_record(name: &[u8], raw: &[u8]) -> Vec<u8> {
+        let mut payload = (name.len() as u16).to_le_bytes().to_vec();
+        payload.extend_from_slice(name);
+        payload.extend_from_slice(raw);
+        let mut out = (payload.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    #[test]
+    fn records_with_an_origin_carry_it_back() {
+        for end_line in [Some(77), None] {
+            let (e, origin) = stamped(3, end_line);
+            let mut buf = Vec::new();
+            encode(&e, &mut buf);
+            assert_eq!(buf.len(), record_len(&e));
+            assert_eq!(
+                buf.len(),
+                record_len(&ev(3)) + 50 + 8 * end_line.iter().count()
+            );
+            match decode(&buf) {
+                Decoded::Record {
+                    source,
+                    raw,
+                    origin: got,
+                    len,
+                } => {
+                    assert_eq!(&buf[source], b"src");
+                    assert_eq!(&buf[raw], e.raw().as_ref());
+                    assert_eq!(got, Some(origin));
+                    assert_eq!(len, buf.len());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn first_format_records_decode_and_are_what_an_event_without_origin_encodes_to() {
+        let raw = br#"{"event":"x","uid":"7","time":"2017-02-03T06:54:05Z"}"#;
+        let old = first_format_record(b"src", raw);
+        // The same record as the first version wrote it, literally (length 58, its CRC32C), so that neither the
+        // helper above nor the format can drift.
+        let mut literal = b"\x3a\x00\x00\x00\x05\x55\x7a\x44\x03\x00src".to_vec();
+        literal.extend_from_slice(raw);
+        assert_eq!(old, literal);
+        match decode(&old) {
+            Decoded::Record {
+                source,
+                raw: r,
+                origin,
+                len,
+            } => {
+                assert_eq!(&old[source], b"src");
+                assert_eq!(&old[r], raw);
+                assert_eq!(origin, None);
+                assert_eq!(len, old.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut new = Vec::new();
+        encode(&ev(7), &mut new);
+        assert_eq!(
+            new, old,
+            "an event without origin is written in the first format"
+        );
+        let report = scan_segment(&[old.clone(), old].concat());
+        assert_eq!((report.records, report.tail), (2, Tail::Clean));
+    }
+
+    #[test]
+    fn a_cut_or_unknown_origin_block_is_malformed_not_misread() {
+        let raw = br#"{"event":"x","uid":"7","time":"2017-02-03T06:54:05Z"}"#;
+        let mut cut = vec![ORIGIN_TAG, 0];
+        cut.extend_from_slice(&[1; 20]);
+        let mut unknown_flags = vec![ORIGIN_TAG, 0x80];
+        unknown_flags.extend_from_slice(&[0; 48]);
+        unknown_flags.extend_from_slice(raw);
+        for body in [cut, unknown_flags] {
+            let record = first_format_record(b"src", &body);
+            assert_eq!(
+                decode(&record),
+                Decoded::Corrupt {
+                    len: record.len(),
+                    why: Corruption::Malformed
+                }
+            );
+        }
     }
 
     #[test]
@@ -467,7 +670,63 @@ mod tests {
         assert_eq!(from_file, scan_segment(&bytes));
     }
 
+    fn any_origin() -> impl Strategy<Value = Option<Origin>> {
+        proptest::option::of(
+            (any::<[u64; 6]>(), proptest::option::of(any::<u64>())).prop_map(|(v, end_line)| {
+                Origin {
+                    dev: v[0],
+                    ino: v[1],
+                    fingerprint_len: v[2],
+                    fingerprint_hash: v[3],
+                    start: v[4],
+                    end: v[5],
+                    end_line,
+                }
+            }),
+        )
+    }
+
     proptest! {
+        /// Any mix of records with and without an origin, any source name: each decodes to what was encoded, at
+        /// the length `record_len` promised, one after the other.
+        #[test]
+        fn records_round_trip(
+            records in prop::collection::vec(("[a-z\\x01{]{0,12}", any::<u32>(), any_origin()), 1..12),
+        ) {
+            let mut buf = Vec::new();
+            let mut events = Vec::new();
+            for (name, uid, origin) in &records {
+                let mut e = Event::parse(
+                    Bytes::from(format!(r#"{{"event":"x","uid":"{uid}","time":"2017-02-03T06:54:05Z"}}"#)),
+                    1024,
+                )
+                .unwrap();
+                e.set_source(Arc::from(name.as_str()));
+                if let Some(o) = origin {
+                    e.set_origin(Arc::new(*o));
+                }
+                let before = buf.len();
+                encode(&e, &mut buf);
+                prop_assert_eq!(buf.len() - before, record_len(&e));
+                events.push(e);
+            }
+            let mut pos = 0;
+            for (e, (name, _, origin)) in events.iter().zip(&records) {
+                match decode(&buf[pos..]) {
+                    Decoded::Record { source, raw, origin: got, len } => {
+                        prop_assert_eq!(&buf[pos + source.start..pos + source.end], name.as_bytes());
+                        prop_assert_eq!(&buf[pos + raw.start..pos + raw.end], e.raw().as_ref());
+                        prop_assert_eq!(got, *origin);
+                        pos += len;
+                    }
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+            prop_assert_eq!(pos, buf.len());
+            let report = scan_segment(&buf);
+            prop_assert_eq!((report.records, report.tail), (records.len() as u64, Tail::Clean));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
             let r = scan_segment(&bytes);

@@ -233,6 +233,62 @@ async fn reopen_replays_what_the_sink_did_not_acknowledge() {
     assert!(nothing_more(&mut rx).await);
 }
 
+/// An event's origin is stored with its record: it comes back with the event when read, and again when the
+/// record is replayed after a restart; `for_each_origin` finds it without the buffer running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_are_kept_through_the_buffer_and_its_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cfg(4 << 10);
+    let origin = |i: usize| crate::Origin {
+        dev: 8,
+        ino: 9,
+        fingerprint_len: 256,
+        fingerprint_hash: 10,
+        start: 100 * i as u64,
+        end: 100 * i as u64 + 100,
+        end_line: Some(i as u64 + 1),
+    };
+    let (tx, mut rx, _) = reopen(dir.path(), &config).await;
+    let events: Vec<Event> = (0..100)
+        .map(|i| {
+            let mut e = ev(i);
+            if i % 10 == 9 {
+                e.set_origin(Arc::new(origin(i)));
+            }
+            e
+        })
+        .collect();
+    tx.reserve(&events).await.send(events);
+    let check = |batches: &[Vec<Event>]| {
+        for e in batches.iter().flatten() {
+            let i = index(e);
+            let want = (i % 10 == 9).then(|| origin(i));
+            assert_eq!(e.origin().copied(), want, "event {i}");
+        }
+    };
+    let batches = read(&mut rx, 100, 30).await;
+    check(&batches);
+    drop(batches); // not acknowledged: replayed after the restart
+    drop((tx, rx));
+
+    let (_tx, mut rx, recovery) = reopen(dir.path(), &config).await;
+    assert_eq!(recovery.pending_records, 100);
+    let mut seen = Vec::new();
+    for_each_origin(dir.path(), |w| match w {
+        Walked::Origin { source, origin } => {
+            assert_eq!(source, "teleport");
+            seen.push(*origin);
+        }
+        Walked::Damage => panic!("nothing is damaged"),
+    })
+    .unwrap();
+    assert_eq!(
+        seen,
+        (0..10).map(|k| origin(10 * k + 9)).collect::<Vec<_>>()
+    );
+    check(&read(&mut rx, 100, 1000).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torn_tail_is_truncated_and_complete_records_delivered() {
     let dir = tempfile::tempdir().unwrap();
