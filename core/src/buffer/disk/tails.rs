@@ -104,15 +104,16 @@ impl ChainTails {
             if !want_tail && !want_seal {
                 continue;
             }
-            let Some(field) = last_field(e.raw()) else {
-                continue;
-            };
-            self.observe(&field, seal);
+            // The newest event of a source is the one to read: a chained source's events all carry the field
+            // (internal reports have no source), so one without it means an unchained source, not read again.
             if want_tail {
                 tail_done.push(source);
             }
             if seal {
                 seal_done.push(source);
+            }
+            if let Some(field) = last_field(e.raw()) {
+                self.observe(&field, seal);
             }
         }
     }
@@ -144,21 +145,13 @@ fn is_seal(raw: &[u8]) -> bool {
 /// The chain field of a record, which the chain appends last: found from the end, so that reading it costs the
 /// field, not the event. Falls back to a full parse when the quick way does not apply.
 fn last_field(raw: &[u8]) -> Option<Integrity> {
-    let key = format!("\"{FIELD}\":");
-    let at = memrfind(raw, key.as_bytes())?;
+    const KEY: &[u8] = b"\"auditrail.integrity\":";
+    debug_assert_eq!(&KEY[1..KEY.len() - 2], FIELD.as_bytes());
+    let at = memchr::memmem::rfind(raw, KEY)?;
     let mut text = Vec::with_capacity(raw.len() - at + 2);
     text.push(b'{');
     text.extend_from_slice(&raw[at..]);
     read_field(&text).or_else(|_| read_field(raw)).ok()
-}
-
-fn memrfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.len() > hay.len() {
-        return None;
-    }
-    (0..=hay.len() - needle.len())
-        .rev()
-        .find(|&i| hay[i..].starts_with(needle))
 }
 
 /// The path of the tails file in `dir`.
