@@ -115,6 +115,17 @@ struct Chain {
 }
 
 impl Chain {
+    fn new() -> Chain {
+        let s = start("n/a");
+        Chain {
+            state: s.clone(),
+            file: s,
+            life: 0,
+            given: BTreeMap::new(),
+            seals: BTreeMap::new(),
+        }
+    }
+
     fn number(&mut self, n: u64, seal: bool) -> Vec<Rec> {
         let mut out = Vec::new();
         for _ in 0..n {
@@ -162,14 +173,7 @@ fn start(stream: &str) -> ChainState {
 
 /// Runs `ops` against `buffers` disk buffers; panics (with what went wrong) when an invariant fails.
 fn run_disk(buffers: usize, ops: &[Op]) {
-    let s = start("n/a");
-    let mut chain = Chain {
-        state: s.clone(),
-        file: s,
-        life: 0,
-        given: BTreeMap::new(),
-        seals: BTreeMap::new(),
-    };
+    let mut chain = Chain::new();
     let mut disks = vec![DiskModel::default(); buffers];
     for op in ops.iter().cloned().chain([Op::Crash]) {
         match op {
@@ -282,14 +286,7 @@ fn run_disk(buffers: usize, ops: &[Op]) {
 
 /// Runs `ops` against one memory-buffered sink: events sit in memory until finished, a crash loses them.
 fn run_memory(ops: &[Op]) {
-    let s = start("n/a");
-    let mut chain = Chain {
-        state: s.clone(),
-        file: s,
-        life: 0,
-        given: BTreeMap::new(),
-        seals: BTreeMap::new(),
-    };
+    let mut chain = Chain::new();
     let mut held: Vec<Rec> = Vec::new();
     let mut stored: BTreeMap<u64, Rec> = BTreeMap::new();
     // (announced at, from, to)

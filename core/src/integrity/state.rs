@@ -90,7 +90,8 @@ impl ChainState {
     }
 }
 
-mod hex_hash {
+/// Serde of a hash as 64 hex digits.
+pub(crate) mod hex_hash {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {

@@ -38,7 +38,7 @@ pub struct ChainTail {
     /// The highest `seq` of the stream the buffer got.
     pub seq: u64,
     /// That event's hash.
-    #[serde(with = "hex_hash")]
+    #[serde(with = "crate::integrity::state::hex_hash")]
     pub hash: Hash,
     /// The `seq` of the newest seal of the stream the buffer got, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -204,21 +204,6 @@ pub(crate) fn store(dir: &Path, dir_handle: &File, tails: &ChainTails) -> io::Re
     drop(f);
     std::fs::rename(&tmp, tails_path(dir))?;
     dir_handle.sync_all()
-}
-
-mod hex_hash {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(h))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let s = String::deserialize(d)?;
-        let mut h = [0u8; 32];
-        hex::decode_to_slice(&s, &mut h).map_err(serde::de::Error::custom)?;
-        Ok(h)
-    }
 }
 
 #[cfg(test)]
