@@ -46,6 +46,8 @@ impl Sink for FileSink {
             let labels = [("sink", cx.name.to_string())];
             let blocked = metrics::gauge!("auditrail_sink_write_blocked", &labels);
             blocked.set(0.0);
+            let replays = metrics::counter!("auditrail_sink_replays_skipped_total", &labels);
+            replays.increment(0);
             let mut batch = Vec::with_capacity(config.batch_max_events);
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
             loop {
@@ -70,6 +72,11 @@ impl Sink for FileSink {
                                 tracing::info!(sink = %cx.name, failed_for = ?since.elapsed(), "writes succeed again");
                             }
                             backoff.reset();
+                            let skipped = writer.skipped();
+                            if skipped > 0 {
+                                replays.increment(skipped);
+                                tracing::info!(sink = %cx.name, events = skipped, "events replayed after a crash were already written: not written again");
+                            }
                             cx.metrics.events.increment(batch.len() as u64);
                             cx.metrics.bytes.increment(bytes);
                             for e in batch.drain(..) {
@@ -154,6 +161,49 @@ mod tests {
                 .count(),
             5
         );
+    }
+
+    #[test]
+    fn lines_a_crash_replays_are_not_written_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |i: usize| [ev(i, "a").raw().as_ref(), b"\n"].concat();
+        // A previous life wrote 0-2, and a torn piece of 3, before the crash stopped the buffer's cursor at 0.
+        let mut before: Vec<u8> = (0..3).flat_map(line).collect();
+        before.extend_from_slice(&line(3)[..10]);
+        // A static path, and a template rendering `{event}` (= "a") per event: both compare.
+        let cases = [
+            (
+                dir.path().join("static.ndjson"),
+                dir.path().join("static.ndjson").display().to_string(),
+            ),
+            (
+                dir.path().join("a.ndjson"),
+                format!("{}/{{event}}.ndjson", dir.path().display()),
+            ),
+        ];
+        for (path, template) in cases {
+            std::fs::write(&path, &before).unwrap();
+            let mut w = writer::Writer::new(&FileSinkConfig::with_path(template)).unwrap();
+            let replay: Vec<Event> = (1..5).map(|i| ev(i, "a")).collect();
+            w.write(&replay).unwrap();
+            assert_eq!(
+                w.skipped(),
+                2,
+                "{}: 1 and 2 were there already",
+                path.display()
+            );
+            let expected: Vec<u8> = (0..5).flat_map(line).collect();
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                expected,
+                "{}",
+                path.display()
+            );
+            // Caught up: from here on every event is written, even one whose bytes are an earlier line.
+            w.write(&[ev(0, "a")]).unwrap();
+            assert_eq!(w.skipped(), 0);
+            assert!(std::fs::read(&path).unwrap().ends_with(&line(0)));
+        }
     }
 
     #[tokio::test]

@@ -3,6 +3,13 @@
 //! A batch is grouped by path (keeping order within each file), appended, and fsynced as configured. If any
 //! write or fsync fails, every file the batch touched is cut back to its length before the batch, so a retry
 //! never leaves a partial line or writes the same event twice.
+//!
+//! After a crash, a disk buffer replays what the sink had written but whose acknowledgement the crash stopped
+//! before the buffer's cursor moved. Those lines are already at the end of their files, so the first time this
+//! process meets a file it keeps the lines of the file's last [`TAIL_CHECK`] bytes, and skips each event whose
+//! exact bytes are one of them, until the first event that is not (what was delivered is a prefix of what is
+//! replayed, in each file). Then the file is caught up and nothing more is compared. Skipping needs the bytes
+//! to be identical, chain field included: the same record, not merely the same uid.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -34,6 +41,62 @@ struct OpenFile {
     last_write: Instant,
 }
 
+/// The most bytes at the end of an existing file whose lines are compared with the first events written to it.
+const TAIL_CHECK: u64 = 8 << 20;
+
+/// The last lines of a file as it was when this process first met it, until an event is not among them.
+struct Tail {
+    bytes: Vec<u8>,
+    /// Line ranges in `bytes` by a hash of their content.
+    lines: HashMap<u64, Vec<(usize, usize)>>,
+}
+
+impl Tail {
+    fn read(path: &Path) -> io::Result<Option<Tail>> {
+        use std::os::unix::fs::FileExt;
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        if len == 0 {
+            return Ok(None);
+        }
+        let start = len.saturating_sub(TAIL_CHECK);
+        let mut bytes = vec![0u8; (len - start) as usize];
+        file.read_exact_at(&mut bytes, start)?;
+        let mut lines: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
+        // From a cut start, the first piece is not a whole line.
+        let mut at = if start == 0 {
+            0
+        } else {
+            memchr::memchr(b'\n', &bytes).map_or(bytes.len(), |i| i + 1)
+        };
+        while let Some(nl) = memchr::memchr(b'\n', &bytes[at..]) {
+            lines
+                .entry(line_hash(&bytes[at..at + nl]))
+                .or_default()
+                .push((at, at + nl));
+            at += nl + 1;
+        }
+        Ok(Some(Tail { bytes, lines }))
+    }
+
+    fn contains(&self, line: &[u8]) -> bool {
+        self.lines
+            .get(&line_hash(line))
+            .is_some_and(|v| v.iter().any(|&(a, b)| &self.bytes[a..b] == line))
+    }
+}
+
+fn line_hash(line: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    line.hash(&mut h);
+    h.finish()
+}
+
 /// Open files and the template, owned by the sink and moved into a blocking task for each batch.
 pub struct Writer {
     template: PathTemplate,
@@ -43,6 +106,10 @@ pub struct Writer {
     open: HashMap<PathBuf, OpenFile>,
     /// Reused grouping buffers: (path, bytes).
     groups: Vec<(PathBuf, Vec<u8>)>,
+    /// Files met in this process: the tail still to compare with (`None` once caught up).
+    tails: HashMap<PathBuf, Option<Tail>>,
+    /// Events skipped by the last [`Writer::write`] because their line was already there.
+    skipped: u64,
 }
 
 /// A file that does not end with a newline was cut off mid-write (the agent was killed, the machine lost
@@ -84,7 +151,37 @@ impl Writer {
             idle: config.idle_timeout.0,
             open: HashMap::new(),
             groups: Vec::new(),
+            tails: HashMap::new(),
+            skipped: 0,
         })
+    }
+
+    /// How many events the last [`Self::write`] found already written (replayed after a crash) and skipped.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Whether `e` is already the next line of `path`'s tail (a replay); once one is not, the file is caught up.
+    fn already_there(&mut self, path: &Path, e: &Event) -> bool {
+        let tail = self
+            .tails
+            .entry(path.to_path_buf())
+            .or_insert_with(|| match Tail::read(path) {
+                Ok(t) => t,
+                Err(err) => {
+                    // Not comparing only means a replay may be written twice, as before.
+                    tracing::warn!(path = %path.display(), error = %err, "cannot read the end of the file to skip replayed events");
+                    None
+                }
+            });
+        match tail {
+            Some(t) if t.contains(e.raw()) => true,
+            Some(_) => {
+                *tail = None;
+                false
+            }
+            None => false,
+        }
     }
 
     /// Appends `events` (one line each) and returns the bytes written.
@@ -98,6 +195,7 @@ impl Writer {
     }
 
     fn group(&mut self, events: &[Event]) {
+        self.skipped = 0;
         for (_, buf) in &mut self.groups {
             buf.clear();
         }
@@ -105,6 +203,12 @@ impl Writer {
             // Every event goes to the same file: no rendering per event.
             if let Some(first) = events.first() {
                 let path = self.template.render(first);
+                let mut skip = 0;
+                while skip < events.len() && self.already_there(&path, &events[skip]) {
+                    skip += 1;
+                }
+                self.skipped = skip as u64;
+                let events = &events[skip..];
                 self.groups.truncate(1);
                 match self.groups.first_mut() {
                     Some(g) => g.0 = path,
@@ -122,6 +226,10 @@ impl Writer {
         let mut used = 0;
         for e in events {
             let path = self.template.render(e);
+            if self.tails.get(&path).is_none_or(|t| t.is_some()) && self.already_there(&path, e) {
+                self.skipped += 1;
+                continue;
+            }
             let i = match self.groups[..used].iter().position(|(p, _)| *p == path) {
                 Some(i) => i,
                 None => {
@@ -241,6 +349,10 @@ impl Writer {
     fn close_idle(&mut self) {
         let idle = self.idle;
         self.open.retain(|_, f| f.last_write.elapsed() < idle);
+        // A file met once is caught up for good: keep only the tails still to compare.
+        if self.tails.len() > self.max_open {
+            self.tails.retain(|_, t| t.is_some());
+        }
     }
 
     /// Closes every file (data was already fsynced per batch as configured).
