@@ -276,10 +276,16 @@ pub fn gather(config: &Config) -> HashMap<String, ResumeHints> {
         if its_sinks.iter().any(|s| unreadable.contains(s)) {
             continue;
         }
-        let per_sink = its_sinks
+        let per_sink: Vec<SinkHeld> = its_sinks
             .iter()
             .map(|sink| held.remove(&(source, *sink)).unwrap_or_default())
             .collect();
+        tracing::debug!(
+            source,
+            sinks = per_sink.len(),
+            files = per_sink.iter().map(|h| h.files.len()).max().unwrap_or(0),
+            "file positions read from the disk buffers"
+        );
         out.insert(source.to_string(), ResumeHints::new(per_sink));
     }
     out

@@ -226,7 +226,7 @@ impl Tailer {
                     }
                     continue;
                 }
-                match self.open(key, &path, meta.len()) {
+                match self.open(key, &path, meta.len(), ingest.source()) {
                     Ok(opened) => {
                         tracing::info!(source = %ingest.source(), path = %path.display(), offset = opened.offset, "following file");
                         out.opened.push(opened);
@@ -240,7 +240,7 @@ impl Tailer {
         self.first_scan = false;
     }
 
-    fn open(&mut self, key: FileKey, path: &Path, len: u64) -> io::Result<Opened> {
+    fn open(&mut self, key: FileKey, path: &Path, len: u64, source: &str) -> io::Result<Opened> {
         let file = File::open(path)?;
         let fingerprint = Fingerprint::of(&file)?;
         let resume = match self.checkpoints.remove(&key) {
@@ -265,6 +265,7 @@ impl Tailer {
         let (offset, line) = match hint {
             Some((at, at_line)) => {
                 tracing::info!(
+                    source,
                     path = %path.display(),
                     checkpoint = offset,
                     offset = at,
