@@ -1,8 +1,8 @@
 //! Read-only walks over the sound records a disk buffer directory holds, oldest first.
 //!
-//! The integrity chain uses [`for_each_record`] at start: what the buffer holds is what the chain has handed on
-//! for good, so the chain can resume right after the newest record of each stream instead of leaving a gap for
-//! events it had numbered but that never reached the buffer. The file source uses [`for_each_origin`] the same
+//! [`super::open`] uses [`for_each_record`] to take the chain tails of the records a buffer still holds (see
+//! `tails.rs`), before its sink can take and delete anything, so the integrity chain resumes right after the
+//! newest record of each stream the buffer got. The file source uses [`for_each_origin`] the same
 //! way: a line whose event a buffer holds (or whose sink already took it) need not be read again after a crash,
 //! so each file can resume after the newest read batch that every sink's buffer holds, not at its last
 //! checkpoint.
