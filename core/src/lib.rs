@@ -11,6 +11,7 @@ pub mod dead_letter;
 pub mod event;
 pub mod fanout;
 pub mod integrity;
+pub mod private_fs;
 pub mod retry;
 pub mod shutdown;
 pub mod sink;

@@ -70,9 +70,11 @@ impl Chains {
         let epoch = key.epoch;
         let ring = Arc::new(KeyRing::new(key, &config.key));
         let dir = data_dir.join("integrity");
-        std::fs::create_dir_all(&dir).map_err(|source| IntegrityError::State {
-            path: dir.clone(),
-            source,
+        auditrail_core::private_fs::create_dir_all(&dir).map_err(|source| {
+            IntegrityError::State {
+                path: dir.clone(),
+                source,
+            }
         })?;
         let registry_path = dir.join(REGISTRY);
         let registry: Option<Vec<String>> = std::fs::read(&registry_path)
@@ -340,8 +342,11 @@ fn wait_for(f: &Fanout, timeout: Duration) -> Duration {
 
 fn write_registry(path: &Path, sources: &[String]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(sources).expect("serializable"))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
+    auditrail_core::private_fs::write_replacing(
+        &tmp,
+        &serde_json::to_vec(sources).expect("serializable"),
+    )?
+    .sync_all()?;
     std::fs::rename(&tmp, path)
 }
 
@@ -350,7 +355,7 @@ fn load_or_create_key(path: &Path) -> Result<EpochKey, KeyError> {
         return EpochKey::load(path);
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| KeyError::Io {
+        auditrail_core::private_fs::create_dir_all(dir).map_err(|source| KeyError::Io {
             path: dir.to_path_buf(),
             source,
         })?;

@@ -8,7 +8,7 @@
 //! torn by a crash damages at most the slot being written, and the other one is still there. Loading takes the
 //! sound slot with the higher generation.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -152,7 +152,7 @@ impl StateFile {
     /// Opens (creating if needed) the state file at `path` and reads what it holds.
     pub fn open(path: &Path) -> io::Result<(StateFile, Loaded)> {
         let existed = path.exists();
-        let file = OpenOptions::new()
+        let file = crate::private_fs::open_options()
             .read(true)
             .write(true)
             .create(true)
@@ -265,7 +265,7 @@ mod tests {
         assert!(matches!(l, Loaded::Found(ref s) if *s == state(5)), "{l:?}");
         f.write(&state(6)).unwrap();
         // Tear the slot just written (generation 6 is in slot 0): the previous state is still there.
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.write_all_at(&[0xff; 40], 30).unwrap();
         let (_, l) = StateFile::open(&path).unwrap();
         assert!(matches!(l, Loaded::Found(ref s) if *s == state(5)), "{l:?}");

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -137,15 +137,14 @@ impl Checkpoints {
     /// Replaces the checkpoints atomically and durably.
     pub fn save(&self, entries: &[Entry]) -> io::Result<()> {
         let dir = self.path.parent().expect("checkpoint path has a directory");
-        std::fs::create_dir_all(dir)?;
+        auditrail_core::private_fs::create_dir_all(dir)?;
         let tmp = self.path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(&CheckpointFile {
             version: 1,
             files: entries.to_vec(),
         })
         .map_err(io::Error::other)?;
-        let mut f = File::create(&tmp)?;
-        f.write_all(&body)?;
+        let f = auditrail_core::private_fs::write_replacing(&tmp, &body)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
         File::open(dir)?.sync_all()

@@ -6,8 +6,8 @@
 //! steps leaves either the old or the new cursor, both pointing at records that still exist.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::segment::segment_name;
@@ -92,12 +92,7 @@ pub(crate) fn read(dir: &Path) -> io::Result<CursorRead> {
 /// Replaces the cursor of `dir` with `pos`, durably (tmp file, fsync, rename, fsync of `dir_handle`).
 pub(crate) fn write(dir: &Path, dir_handle: &File, pos: Position) -> io::Result<()> {
     let tmp = dir.join(CURSOR_TMP);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    f.write_all(&encode(pos))?;
+    let f = crate::private_fs::write_replacing(&tmp, &encode(pos))?;
     f.sync_all()?;
     drop(f);
     crash::point(CrashPoint::AfterCursorWrite);

@@ -4,7 +4,7 @@
 //! state, so it is released only when the writer, the reader and the acknowledgement task have all finished:
 //! reopening a directory never races the previous instance's last writes.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 
 use super::error::DiskBufferError;
@@ -22,7 +22,7 @@ impl DirLock {
     /// Locks `dir`, or says who holds it.
     pub(crate) fn acquire(dir: &Path) -> Result<DirLock, DiskBufferError> {
         let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
+        let file = crate::private_fs::open_options()
             .read(true)
             .write(true)
             .create(true)

@@ -77,7 +77,7 @@ pub fn open(
         tokio::runtime::Handle::try_current().map_err(|_| DiskBufferError::NoRuntime {
             dir: dir.to_path_buf(),
         })?;
-    std::fs::create_dir_all(dir).map_err(|source| DiskBufferError::CreateDir {
+    crate::private_fs::create_dir_all(dir).map_err(|source| DiskBufferError::CreateDir {
         dir: dir.to_path_buf(),
         source,
     })?;

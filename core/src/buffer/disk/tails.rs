@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -198,8 +198,7 @@ pub(crate) fn store(dir: &Path, dir_handle: &File, tails: &ChainTails) -> io::Re
     out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
     let tmp = dir.join(TAILS_TMP);
-    let mut f = File::create(&tmp)?;
-    f.write_all(&out)?;
+    let f = crate::private_fs::write_replacing(&tmp, &out)?;
     f.sync_data()?;
     drop(f);
     std::fs::rename(&tmp, tails_path(dir))?;

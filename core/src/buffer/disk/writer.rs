@@ -9,7 +9,7 @@
 //! durable length, the writer moves to a new segment and retries with backoff, holding the events (and so their
 //! sources' acknowledgements) meanwhile.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
@@ -192,7 +192,11 @@ impl Writer {
     fn open_segment(&mut self) -> io::Result<()> {
         let id = self.shared.state().current;
         let path = segment_path(&self.shared.dir, id);
-        let file = match OpenOptions::new().write(true).create_new(true).open(&path) {
+        let file = match crate::private_fs::open_options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) => {
                 if e.kind() == io::ErrorKind::AlreadyExists {
