@@ -15,7 +15,7 @@ use metrics::Counter;
 
 use crate::ack::EventStatus;
 use crate::buffer::BufferReceiver;
-use crate::dead_letter::{DeadLetter, DeadLetterRecord};
+use crate::dead_letter::{DeadLetter, DeadLetterConfig, DeadLetterRecord};
 use crate::event::Event;
 
 /// Any error a sink ends with; each sink has its own `thiserror` enum behind it.
@@ -71,10 +71,21 @@ impl SinkMetrics {
 }
 
 impl SinkContext {
-    /// The context of sink `name` under `data_dir`.
+    /// The context of sink `name` under `data_dir`, with the default dead-letter limits.
     pub fn new(name: &str, data_dir: PathBuf) -> SinkContext {
-        let dead_letter = Arc::new(DeadLetter::new(
-            data_dir.join("dead-letter").join(format!("{name}.ndjson")),
+        SinkContext::with_dead_letter(name, data_dir, DeadLetterConfig::default())
+    }
+
+    /// The context of sink `name` under `data_dir`, its dead-letter files bounded by `limits`.
+    pub fn with_dead_letter(
+        name: &str,
+        data_dir: PathBuf,
+        limits: DeadLetterConfig,
+    ) -> SinkContext {
+        let dead_letter = Arc::new(DeadLetter::bounded(
+            name,
+            dead_letter_path(&data_dir, name),
+            limits,
         ));
         SinkContext {
             name: name.into(),
@@ -130,6 +141,11 @@ impl SinkContext {
         }
         Ok(())
     }
+}
+
+/// Where sink `name`'s dead letters go: `data_dir/dead-letter/<name>.ndjson`.
+pub fn dead_letter_path(data_dir: &std::path::Path, name: &str) -> PathBuf {
+    data_dir.join("dead-letter").join(format!("{name}.ndjson"))
 }
 
 /// A destination for events.

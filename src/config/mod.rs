@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use auditrail_core::buffer::BufferConfig;
+use auditrail_core::dead_letter::DeadLetterConfig;
 use auditrail_core::units::Interval;
 use auditrail_sinks::SinkConfig;
 use serde::Deserialize;
@@ -46,6 +47,8 @@ pub struct Config {
     pub sinks: BTreeMap<String, SinkEntry>,
     /// The integrity chain, if configured.
     pub integrity: Option<crate::integrity::IntegrityConfig>,
+    /// `[dead_letter]`: the bounds of every component's dead-letter files.
+    pub dead_letter: DeadLetterConfig,
 }
 
 /// `[api]`: where `/metrics` and `/health` are served.
@@ -89,6 +92,9 @@ struct ConfigFile {
     sinks: BTreeMap<String, Spanned<SinkTable>>,
     #[serde(default)]
     integrity: Option<Spanned<crate::integrity::IntegrityConfig>>,
+    /// Default: `max_size = "16MiB"`, `max_files = 4`.
+    #[serde(default)]
+    dead_letter: Option<Spanned<DeadLetterConfig>>,
 }
 
 /// The keys every sink has; `type` and the rest go to [`SinkConfig`].
@@ -414,8 +420,19 @@ impl Checker<'_> {
                 Some(i)
             }
         };
+        let dead_letter = match file.dead_letter {
+            None => DeadLetterConfig::default(),
+            Some(d) => {
+                let span = d.span();
+                let d = d.into_inner();
+                d.validate()
+                    .map_err(|message| self.err(span, format!("[dead_letter] {message}")))?;
+                d
+            }
+        };
         Ok(Config {
             integrity,
+            dead_letter,
             data_dir: file.data_dir,
             shutdown_timeout: file.shutdown_timeout.0,
             api: file.api,

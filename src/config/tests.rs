@@ -204,3 +204,31 @@ fn values_inside_tagged_tables_are_located() {
         "{e}"
     );
 }
+
+#[test]
+fn dead_letter_limits_have_safe_defaults_and_are_checked() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.dead_letter, DeadLetterConfig::default());
+    assert_eq!(c.dead_letter.max_size.0, 16 << 20);
+    assert_eq!(c.dead_letter.max_files, 4);
+    let c = parse(&format!(
+        "{GOOD}\n[dead_letter]\nmax_size = \"1MiB\"\nmax_files = 2\n"
+    ))
+    .unwrap();
+    assert_eq!(c.dead_letter.max_size.0, 1 << 20);
+    assert_eq!(c.dead_letter.max_files, 2);
+    let e = err(&format!("{GOOD}\n[dead_letter]\nmax_files = 0\n"));
+    let line = GOOD.lines().count() + 2;
+    assert!(e.starts_with(&format!("test.toml:{line}:")), "{e}");
+    assert!(
+        e.contains("[dead_letter] `max_files` must be at least 1"),
+        "{e}"
+    );
+    let e = err(&format!("{GOOD}\n[dead_letter]\nmax_size = 100\n"));
+    assert!(
+        e.contains("[dead_letter] `max_size` must be at least 4096"),
+        "{e}"
+    );
+    let e = err(&format!("{GOOD}\n[dead_letter]\nmax_sise = 100\n"));
+    assert!(e.contains("unknown field `max_sise`"), "{e}");
+}

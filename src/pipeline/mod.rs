@@ -9,10 +9,15 @@
 //! running then is stopped, its unacknowledged events count as failed, and the file source does not checkpoint
 //! past them, so they are read again on the next start. Sources then write their final checkpoints.
 
+mod data_dir;
+mod dead_letters;
+
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use auditrail_core::buffer;
+use auditrail_core::dead_letter::DeadLetter;
 use auditrail_core::shutdown::{shutdown_channel, ShutdownTrigger};
 use auditrail_core::{Fanout, SinkContext};
 use tokio::task::JoinSet;
@@ -73,14 +78,18 @@ pub struct Running {
     shutdown_timeout: Duration,
     api: Option<tokio::task::JoinHandle<()>>,
     sealer: Option<tokio::task::JoinHandle<()>>,
+    reporter: tokio::task::JoinHandle<()>,
 }
 
 /// Starts everything `config` describes.
 pub async fn start(config: Config) -> Result<Running, PipelineError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| PipelineError::DataDir {
-        path: config.data_dir.display().to_string(),
-        source,
+    auditrail_core::private_fs::create_dir_all(&config.data_dir).map_err(|source| {
+        PipelineError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        }
     })?;
+    data_dir::check_mode(&config.data_dir);
     let (trigger, shutdown) = shutdown_channel();
     let mut senders: BTreeMap<String, buffer::BufferSender> = BTreeMap::new();
     let mut recoveries = BTreeMap::new();
@@ -126,8 +135,13 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
     };
     drop(recoveries);
     let mut sinks = JoinSet::new();
+    let mut watched = Vec::new();
     for (name, type_name, sink, rx) in ready {
-        let cx = SinkContext::new(&name, config.data_dir.clone());
+        let cx = SinkContext::with_dead_letter(&name, config.data_dir.clone(), config.dead_letter);
+        watched.push(dead_letters::Watched::new(
+            cx.dead_letter.clone(),
+            vec![senders[&name].clone()],
+        ));
         tracing::info!(sink = %name, r#type = type_name, "sink started");
         sinks.spawn(async move {
             let r = sink.run(rx, cx).await.map_err(|e| e.to_string());
@@ -144,7 +158,16 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
             .iter()
             .filter(|(_, s)| s.inputs.iter().any(|i| i == name))
             .map(|(sink, _)| senders[sink].clone())
-            .collect();
+            .collect::<Vec<_>>();
+        let dead_letter = Arc::new(DeadLetter::bounded(
+            name,
+            sources::ingest::dead_letter_path(&config.data_dir, name),
+            config.dead_letter,
+        ));
+        watched.push(dead_letters::Watched::new(
+            dead_letter.clone(),
+            outputs.clone(),
+        ));
         let fanout = match chains.as_ref().and_then(|c| c.chain(name)) {
             Some(chain) => {
                 let (fanout, sealer) = Fanout::chained(outputs, chain);
@@ -160,11 +183,13 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
             fanout,
             shutdown.clone(),
             resume.remove(name),
+            dead_letter,
         )
         .await?;
         source_tasks.spawn(task);
     }
     drop(senders);
+    let reporter = tokio::spawn(dead_letters::run(watched, shutdown.clone()));
     // The sealer holds its own fan-outs: buffers close once it has given each stream its last seal.
     let sealer = chains.map(|c| tokio::spawn(c.run_sealer(sealers)));
     let api = match &config.api {
@@ -185,6 +210,7 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
         shutdown_timeout: config.shutdown_timeout,
         api,
         sealer,
+        reporter,
     })
 }
 
@@ -244,6 +270,7 @@ impl Running {
         if let Some(sealer) = self.sealer {
             sealer.abort();
         }
+        self.reporter.abort();
         match failure {
             Some(f) => Err(f),
             None => Ok(()),

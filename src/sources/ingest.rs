@@ -27,6 +27,14 @@ fn parse_threads() -> usize {
     *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
 }
 
+/// Where source `name`'s dead letters go: `data_dir/dead-letter/sources/<name>.ndjson`.
+pub fn dead_letter_path(data_dir: &Path, name: &str) -> std::path::PathBuf {
+    data_dir
+        .join("dead-letter")
+        .join("sources")
+        .join(format!("{name}.ndjson"))
+}
+
 /// Input that was not accepted, with where it came from.
 pub struct Rejected {
     /// `file:line`, `http request 12 line 3`, ...
@@ -47,7 +55,7 @@ struct LogWindow {
 pub struct Ingest {
     source: Arc<str>,
     max_line: usize,
-    dead_letter: DeadLetter,
+    dead_letter: Arc<DeadLetter>,
     invalid: Vec<(&'static str, Counter)>,
     events: Counter,
     bytes: Counter,
@@ -75,12 +83,7 @@ impl Ingest {
         Ingest {
             source: source.into(),
             max_line,
-            dead_letter: DeadLetter::new(
-                data_dir
-                    .join("dead-letter")
-                    .join("sources")
-                    .join(format!("{source}.ndjson")),
-            ),
+            dead_letter: Arc::new(DeadLetter::new(dead_letter_path(data_dir, source))),
             invalid,
             events,
             bytes,
@@ -91,6 +94,18 @@ impl Ingest {
             }),
             digests: false,
         }
+    }
+
+    /// Makes it write its dead letters to `dead_letter` (bounded by the config's `[dead_letter]`) instead of
+    /// a default one at [`dead_letter_path`].
+    pub fn with_dead_letter(mut self, dead_letter: Arc<DeadLetter>) -> Ingest {
+        self.dead_letter = dead_letter;
+        self
+    }
+
+    /// Its dead-letter file (the pipeline sends its loss reports).
+    pub fn dead_letter(&self) -> &Arc<DeadLetter> {
+        &self.dead_letter
     }
 
     /// Makes [`Self::parse`] also compute each event's integrity digest, where parsing runs on all cores, so

@@ -92,6 +92,7 @@ pub type SourceTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// Prepares the source (binds sockets, loads checkpoints) and returns the task that runs it. `resume` is what the
 /// sinks' disk buffers hold of a file source's files ([`file::resume::gather`]); other sources ignore it.
+/// `dead_letter` is where its invalid input goes ([`ingest::dead_letter_path`], bounded by `[dead_letter]`).
 pub async fn build(
     name: &str,
     config: &SourceConfig,
@@ -99,9 +100,11 @@ pub async fn build(
     fanout: Fanout,
     shutdown: Shutdown,
     resume: Option<file::ResumeHints>,
+    dead_letter: Arc<auditrail_core::dead_letter::DeadLetter>,
 ) -> Result<SourceTask, SourceError> {
     let ingest = Arc::new(
         Ingest::new(name, config.max_line_bytes(), &data_dir)
+            .with_dead_letter(dead_letter)
             .with_digests(fanout.chain().is_some()),
     );
     let cx = SourceContext {
