@@ -5,8 +5,9 @@
 //! verified. The `_source` text is verified as the server gives it back: the chain hashes canonical JSON, so a
 //! store that re-encodes or reorders members does not break it, and one that changes a value does.
 //!
-//! Credentials: `user:pass@` in the URL (HTTP basic), or an API key (`Authorization: ApiKey …`). They are
-//! never printed: messages name the URL without them.
+//! Credentials ([`super::credentials`]): the user in the URL with the password from the environment or a file
+//! (HTTP basic), or an API key (`Authorization: ApiKey …`); a password in the URL is refused. They are never
+//! printed: messages name the URL without the user.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -16,6 +17,8 @@ use auditrail_core::integrity::verify::{Item, Verifier};
 use reqwest::{Client, RequestBuilder, Url};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use super::credentials::{CredentialError, Credentials, Secret, PASSWORD_ENV};
 
 /// Documents per page.
 pub const PAGE: usize = 5000;
@@ -28,12 +31,12 @@ struct Server {
     client: Client,
     /// The URL without credentials.
     base: Url,
-    basic: Option<(String, String)>,
-    api_key: Option<String>,
+    basic: Option<(String, Secret)>,
+    api_key: Option<Secret>,
 }
 
 impl Server {
-    fn new(url: &str, api_key: Option<&str>) -> anyhow::Result<Server> {
+    fn new(url: &str, creds: &Credentials) -> anyhow::Result<Server> {
         let mut base = Url::parse(url).with_context(|| {
             format!("--elasticsearch {url:?} is not a URL (expected http[s]://host:port)")
         })?;
@@ -41,12 +44,20 @@ impl Server {
             matches!(base.scheme(), "http" | "https"),
             "--elasticsearch {url:?}: the scheme must be http or https"
         );
-        let basic = (!base.username().is_empty()).then(|| {
-            (
-                percent_decode(base.username()),
-                percent_decode(base.password().unwrap_or("")),
-            )
-        });
+        if base.password().is_some() {
+            return Err(CredentialError::PasswordInUrl.into());
+        }
+        let basic = match (base.username(), &creds.password) {
+            ("", None) => None,
+            ("", Some(_)) => anyhow::bail!(
+                "{PASSWORD_ENV} or --es-password-file gives a password but the --elasticsearch URL names no user: write it as http[s]://USER@host:port"
+            ),
+            (user, None) => anyhow::bail!(
+                "the --elasticsearch URL names the user {:?} but no password is given: set {PASSWORD_ENV} in the environment or use --es-password-file FILE (mode 0600)",
+                percent_decode(user)
+            ),
+            (user, Some(p)) => Some((percent_decode(user), p.clone())),
+        };
         let _ = base.set_username("");
         let _ = base.set_password(None);
         let client = Client::builder()
@@ -58,7 +69,7 @@ impl Server {
             client,
             base,
             basic,
-            api_key: api_key.map(str::to_string),
+            api_key: creds.api_key.clone(),
         })
     }
 
@@ -75,11 +86,11 @@ impl Server {
 
     fn auth(&self, r: RequestBuilder) -> RequestBuilder {
         let r = match &self.basic {
-            Some((u, p)) => r.basic_auth(u, Some(p)),
+            Some((u, p)) => r.basic_auth(u, Some(p.expose())),
             None => r,
         };
         match &self.api_key {
-            Some(k) => r.header("Authorization", format!("ApiKey {k}")),
+            Some(k) => r.header("Authorization", format!("ApiKey {}", k.expose())),
             None => r,
         }
     }
@@ -168,9 +179,9 @@ pub fn feed(
     verifier: &mut Verifier,
     url: &str,
     index: &str,
-    api_key: Option<&str>,
+    creds: &Credentials,
 ) -> anyhow::Result<u64> {
-    let server = Server::new(url, api_key)?;
+    let server = Server::new(url, creds)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -256,16 +267,33 @@ mod tests {
 
     #[test]
     fn credentials_leave_the_url() {
-        let s = Server::new("https://el%40stic:p%3Ass@es.example:9200/prefix/", None).unwrap();
+        let creds = Credentials {
+            api_key: None,
+            password: Some(Secret::new("p:ss")),
+        };
+        let s = Server::new("https://el%40stic@es.example:9200/prefix/", &creds).unwrap();
         assert_eq!(s.base.as_str(), "https://es.example:9200/prefix/");
-        assert_eq!(s.basic, Some(("el@stic".into(), "p:ss".into())));
+        assert_eq!(s.basic, Some(("el@stic".into(), Secret::new("p:ss"))));
         assert_eq!(
             s.url(&["logs-*", "_search"], Some(("scroll", "5m")))
                 .as_str(),
             "https://es.example:9200/prefix/logs-*/_search?scroll=5m"
         );
-        assert!(Server::new("es.example:9200", None).is_err());
-        assert!(Server::new("ftp://es.example", None).is_err());
+        let none = Credentials::default();
+        assert!(Server::new("es.example:9200", &none).is_err());
+        assert!(Server::new("ftp://es.example", &none).is_err());
+        let e = Server::new("https://u:p@es.example", &none)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("set AUDITRAIL_ES_PASSWORD"), "{e}");
+        assert!(!e.contains("u:p"), "{e}");
+        let e = Server::new("https://u@es.example", &none)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no password is given"), "{e}");
+        assert!(Server::new("https://es.example", &creds).is_err());
         assert_eq!(percent_decode("a%2"), "a%2");
     }
 }

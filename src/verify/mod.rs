@@ -8,8 +8,10 @@
 //! crash window an honoured `auditrail.integrity_crash` announcement declares are a crash, not tampering:
 //! they are listed per stream (`crash_windows` in `--json`) and leave the status 0.
 
+pub mod credentials;
 pub mod elasticsearch;
 pub mod kafka;
+mod walk;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -23,8 +25,10 @@ use auditrail_core::integrity::verify::{Report, Verifier};
 const CHUNK: usize = 8 << 20;
 /// A line longer than this is counted as unreadable and skipped.
 pub const MAX_LINE: usize = 64 << 20;
-/// Environment variable holding the Elasticsearch API key when `--es-api-key` is not given.
-pub const API_KEY_ENV: &str = "AUDITRAIL_ES_API_KEY";
+/// Environment variable holding the Elasticsearch API key.
+pub const API_KEY_ENV: &str = credentials::API_KEY_ENV;
+/// Environment variable holding the password of the user named in the `--elasticsearch` URL.
+pub const PASSWORD_ENV: &str = credentials::PASSWORD_ENV;
 
 /// `auditrail verify`'s arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -35,15 +39,24 @@ pub struct VerifyArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Also read the events from this Elasticsearch or OpenSearch (`http[s]://[user:pass@]host:port`).
+    /// Also read the events from this Elasticsearch or OpenSearch (`http[s]://[user@]host:port`; the
+    /// user's password comes from $AUDITRAIL_ES_PASSWORD or --es-password-file, never the URL).
     #[arg(long, value_name = "URL", requires = "index")]
     pub elasticsearch: Option<String>,
     /// The index, alias or pattern to read with --elasticsearch.
     #[arg(long, value_name = "INDEX", requires = "elasticsearch")]
     pub index: Option<String>,
-    /// API key for --elasticsearch (sent as `Authorization: ApiKey …`); default: $AUDITRAIL_ES_API_KEY.
-    #[arg(long, value_name = "KEY", requires = "elasticsearch")]
+    /// Refused: a key on the command line is shown by `ps`. Kept only to say what to use instead.
+    #[arg(long, value_name = "KEY", hide = true)]
     pub es_api_key: Option<String>,
+    /// A file (mode 0600) holding the API key for --elasticsearch (sent as `Authorization: ApiKey …`);
+    /// or set $AUDITRAIL_ES_API_KEY.
+    #[arg(long, value_name = "FILE", requires = "elasticsearch")]
+    pub es_api_key_file: Option<PathBuf>,
+    /// A file (mode 0600) holding the password of the user named in the --elasticsearch URL; or set
+    /// $AUDITRAIL_ES_PASSWORD.
+    #[arg(long, value_name = "FILE", requires = "elasticsearch")]
+    pub es_password_file: Option<PathBuf>,
     /// Also read the events from this Kafka cluster (`host:port[,host:port…]`, the bootstrap brokers).
     #[arg(long, value_name = "BROKERS", requires = "topic")]
     pub kafka: Option<String>,
@@ -89,6 +102,13 @@ pub fn main(args: VerifyArgs) -> ExitCode {
 
 /// Verifies every input of `args`; an `Err` is a usage or input error, not a verdict.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<Report> {
+    // Refused before anything is read, so a secret on the command line is never used.
+    let creds = credentials::Credentials::gather(
+        args.es_api_key.is_some(),
+        args.es_api_key_file.as_deref(),
+        args.es_password_file.as_deref(),
+        &|v| std::env::var(v).ok(),
+    )?;
     if args.inputs.is_empty() && args.elasticsearch.is_none() && args.kafka.is_none() {
         anyhow::bail!(
             "nothing to verify: name NDJSON files or directories, `-` for standard input, --elasticsearch URL --index INDEX, or --kafka BROKERS --topic T"
@@ -108,11 +128,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Report> {
         }
     }
     if let (Some(url), Some(index)) = (&args.elasticsearch, &args.index) {
-        let api_key = args
-            .es_api_key
-            .clone()
-            .or_else(|| std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()));
-        elasticsearch::feed(&mut verifier, url, index, api_key.as_deref())?;
+        elasticsearch::feed(&mut verifier, url, index, &creds)?;
     }
     if let (Some(brokers), Some(topic)) = (&args.kafka, &args.topic) {
         kafka::feed(&mut verifier, brokers, topic)?;
@@ -120,7 +136,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Report> {
     Ok(verifier.finish())
 }
 
-/// Feeds a file, or every file under a directory (sorted; hidden names skipped).
+/// Feeds a file, or every file under a directory (sorted; hidden names skipped; see [`walk`] for links).
 pub fn feed_path(verifier: &mut Verifier, path: &Path) -> anyhow::Result<()> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
@@ -130,39 +146,21 @@ pub fn feed_path(verifier: &mut Verifier, path: &Path) -> anyhow::Result<()> {
         return feed_reader(verifier, file, &path.display().to_string())
             .with_context(|| format!("{}: cannot read", path.display()));
     }
-    let mut files = Vec::new();
-    collect(path, &mut files)?;
+    let walked = walk::files(path)?;
+    for skipped in &walked.skipped {
+        eprintln!("note: {skipped}");
+    }
+    let files = walked.files;
     anyhow::ensure!(
         !files.is_empty(),
         "{}: the directory holds no files to verify",
         path.display()
     );
-    files.sort();
     for f in files {
         let file =
             std::fs::File::open(&f).with_context(|| format!("{}: cannot open", f.display()))?;
         feed_reader(verifier, file, &f.display().to_string())
             .with_context(|| format!("{}: cannot read", f.display()))?;
-    }
-    Ok(())
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
-    for e in entries {
-        let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let p = e.path();
-        let meta =
-            std::fs::metadata(&p).with_context(|| format!("{}: cannot read", p.display()))?;
-        if meta.is_dir() {
-            collect(&p, out)?;
-        } else if meta.is_file() {
-            out.push(p);
-        }
     }
     Ok(())
 }
