@@ -3,6 +3,7 @@
 //! error) and its `--json` shape. The chains are built with the agent's own primitives.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -136,7 +137,8 @@ fn auditrail(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> (i32,
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env_remove("AUDITRAIL_ES_API_KEY");
+        .env_remove("AUDITRAIL_ES_API_KEY")
+        .env_remove("AUDITRAIL_ES_PASSWORD");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -587,8 +589,12 @@ fn events_read_back_from_opensearch_verify_and_tampering_is_found() {
     bulk(server.port, "audit-2017", &a.lines, "create");
     bulk(server.port, "audit-2018", &b.lines, "create");
     let key = public.to_str().unwrap();
-    // Credentials in the URL and an API key are sent; the test server accepts anything.
-    let url = format!("http://auditor:s3cret@127.0.0.1:{}", server.port);
+    // The user in the URL, its password from the environment and an API key from a file (mode 0600) are sent;
+    // the test server accepts anything.
+    let url = format!("http://auditor@127.0.0.1:{}", server.port);
+    let key_file = dir.path().join("es-api-key");
+    std::fs::write(&key_file, "a2V5\n").unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let args = [
         "verify",
         "--json",
@@ -598,8 +604,10 @@ fn events_read_back_from_opensearch_verify_and_tampering_is_found() {
         &url,
         "--index",
         "audit-*",
+        "--es-api-key-file",
+        key_file.to_str().unwrap(),
     ];
-    let (code, stdout, stderr) = auditrail(&args, None, &[("AUDITRAIL_ES_API_KEY", "a2V5")]);
+    let (code, stdout, stderr) = auditrail(&args, None, &[("AUDITRAIL_ES_PASSWORD", "s3cret")]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let r = json(&stdout);
     assert_eq!(stream(&r, "node-1/teleport")["verified"], a.lines.len());
@@ -623,7 +631,7 @@ fn events_read_back_from_opensearch_verify_and_tampering_is_found() {
     )
     .unwrap();
     assert_eq!(status, 200, "{text}");
-    let (code, stdout, stderr) = auditrail(&args, None, &[]);
+    let (code, stdout, stderr) = auditrail(&args, None, &[("AUDITRAIL_ES_PASSWORD", "s3cret")]);
     assert_eq!(code, 1, "{stdout}{stderr}");
     let r = json(&stdout);
     let s = stream(&r, "node-1/teleport");
@@ -642,7 +650,7 @@ fn events_read_back_from_opensearch_verify_and_tampering_is_found() {
     write_lines(&file, &a.lines);
     let mut both = args.to_vec();
     both.push(file.to_str().unwrap());
-    let (code, stdout, _) = auditrail(&both, None, &[]);
+    let (code, stdout, _) = auditrail(&both, None, &[("AUDITRAIL_ES_PASSWORD", "s3cret")]);
     assert_eq!(code, 1);
     let r = json(&stdout);
     let s = stream(&r, "node-1/teleport");
@@ -672,4 +680,122 @@ fn events_read_back_from_opensearch_verify_and_tampering_is_found() {
 
 fn server_url(s: &Server) -> String {
     format!("http://127.0.0.1:{}", s.port)
+}
+
+#[test]
+fn secrets_on_the_command_line_are_refused_with_what_to_use_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _, public) = two_streams(dir.path(), 5, 0);
+    write_lines(&dir.path().join("out/a.ndjson"), &a.lines);
+    let key = public.to_str().unwrap();
+    // Nothing listens here: a refusal comes before any connection, and names no secret.
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let with_user = url.replace("http://", "http://auditor:hunter2@");
+    let with_user_only = url.replace("http://", "http://auditor@");
+    let es = |u: &str, extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            "--key",
+            key,
+            "--elasticsearch",
+            u,
+            "--index",
+            "audit-*",
+        ];
+        args.extend_from_slice(extra);
+        auditrail(&args, None, &[])
+    };
+    let (code, _, stderr) = es(&url, &["--es-api-key", "c2VjcmV0LWtleQ=="]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--es-api-key puts the API key on the command line"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("set AUDITRAIL_ES_API_KEY in the environment or use --es-api-key-file FILE"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("c2VjcmV0LWtleQ=="), "{stderr}");
+    let (code, _, stderr) = es(&with_user, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("the URL holds a password"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "set AUDITRAIL_ES_PASSWORD in the environment or use --es-password-file FILE"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let (code, _, stderr) = es(&with_user_only, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no password is given"), "{stderr}");
+    // A password file others can read is refused; the directory input alone still verifies.
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "hunter2\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, stderr) = es(
+        &with_user_only,
+        &["--es-password-file", pw.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("mode 0644") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    // With the password in a private file, verify gets as far as connecting (and nothing listens).
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, stderr) = es(
+        &with_user_only,
+        &["--es-password-file", pw.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2") && !stderr.contains("auditor@"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_symlink_loop_in_a_directory_ends_with_a_note_and_every_file_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, public) = two_streams(dir.path(), 20, 0);
+    let out = dir.path().join("out");
+    write_lines(&out.join("a.ndjson"), &a.lines);
+    write_lines(&out.join("sub/b.ndjson"), &b.lines);
+    // a -> .. (a cycle through the parent), b -> a (a cycle through a link to a link).
+    std::os::unix::fs::symlink("..", out.join("sub/a")).unwrap();
+    std::os::unix::fs::symlink("a", out.join("sub/b")).unwrap();
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = auditrail(
+        &[
+            "verify",
+            "--json",
+            "--key",
+            public.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+        None,
+        &[],
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Nothing was skipped that was not read once: the verdict is the events', intact.
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let r = json(&stdout);
+    assert_eq!(stream(&r, "node-1/teleport")["verified"], a.lines.len());
+    assert_eq!(stream(&r, "node-1/local")["verified"], b.lines.len());
+    for s in ["node-1/teleport", "node-1/local"] {
+        assert_eq!(stream(&r, s)["duplicates"], 0, "{r}");
+    }
+    let note = format!("{}: leads to", out.join("sub/a").display());
+    assert!(
+        stderr.contains(&note) && stderr.contains("symbolic link loop"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}: leads to", out.join("sub/b").display())),
+        "{stderr}"
+    );
 }
