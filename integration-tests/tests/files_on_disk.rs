@@ -163,7 +163,7 @@ fn state_is_private_under_umask_000_and_dead_letter_rotation_counts_every_loss()
     assert_eq!(locations.len(), kept.len());
     let newest: HashSet<String> = (BAD - kept.len()..BAD).map(|i| format!("{i:05}")).collect();
     assert_eq!(locations, newest);
-    let log = std::fs::read_to_string(&agent_log(d)).unwrap();
+    let log = std::fs::read_to_string(agent_log(d)).unwrap();
     assert!(log.contains("dead-letter file rotated out"), "{log}");
 
     // Modes: everything the agent made under data_dir (and data_dir and its parent, which it created).
