@@ -421,4 +421,22 @@ mod tests {
         assert_eq!(dl.lost_total(), 3);
         assert_eq!(rotation::count_records(&path).unwrap(), 2);
     }
+
+    #[test]
+    fn one_file_kept_means_rotation_empties_it_and_counts_what_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("one.ndjson");
+        let limits = DeadLetterConfig {
+            max_size: crate::units::ByteSize(4096),
+            max_files: 1,
+        };
+        let dl = DeadLetter::bounded("one", path.clone(), limits);
+        for i in 0..10 {
+            dl.write(&[record(i, &[b'a'; 900])]).unwrap();
+        }
+        // 4 to a file: two rotations removed 8 records, 2 are kept, and no numbered file exists.
+        assert_eq!(rotation::count_records(&path).unwrap(), 2);
+        assert_eq!(dl.lost_total(), 8);
+        assert!(!rotation::numbered(&path, 1).exists());
+    }
 }
