@@ -68,6 +68,16 @@ impl Agent {
     /// Writes `config` to `dir/auditrail.toml` and starts the agent with it; waits until `/health` answers.
     /// `config` must contain `[api] address = "127.0.0.1:{api_port}"`.
     pub fn start(dir: &Path, config: &str, api_port: u16) -> Agent {
+        Agent::start_with(dir, config, api_port, |_| {})
+    }
+
+    /// Like [`Agent::start`], letting `customize` adjust the command first (environment, resource limits).
+    pub fn start_with(
+        dir: &Path,
+        config: &str,
+        api_port: u16,
+        customize: impl FnOnce(&mut Command),
+    ) -> Agent {
         let path = dir.join("auditrail.toml");
         std::fs::write(&path, config).unwrap();
         static STARTS: AtomicUsize = AtomicUsize::new(0);
@@ -75,14 +85,15 @@ impl Agent {
             "agent-{}.log",
             STARTS.fetch_add(1, Ordering::Relaxed)
         ));
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["run", "--config"])
             .arg(&path)
             .current_dir(dir)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting auditrail");
+            .stderr(std::fs::File::create(&log).unwrap());
+        customize(&mut command);
+        let child = command.spawn().expect("starting auditrail");
         let mut agent = Agent {
             child: Some(child),
             api_port,

@@ -45,7 +45,7 @@ fn loads_a_full_config() {
         panic!()
     };
     assert_eq!(h.address.port(), 8686);
-    assert_eq!(h.token.as_deref(), Some("hunter2-secret"));
+    assert_eq!(h.token.as_ref().map(|t| t.expose()), Some("hunter2-secret"));
     let s = &c.sinks["archive"];
     assert_eq!(s.inputs, ["teleport", "local"]);
     assert_eq!(

@@ -1,7 +1,6 @@
 //! `[sinks.NAME] type = "elasticsearch"`: where the cluster is, how to log in, where events go and how they are
 //! batched. Secrets (password, API key, token) are kept in [`Secret`], whose `Debug` never shows them.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,28 +10,8 @@ use serde::Deserialize;
 use super::index::IndexTemplate;
 use crate::SinkConfigError;
 
-/// A value that must never reach a log line: `Debug` prints `"<redacted>"`, and there is no `Display`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value, for building the request header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
+/// Moved to `auditrail_core::Secret`; re-exported here so the sink's config types keep their path.
+pub use auditrail_core::Secret;
 
 /// Where documents are written.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
