@@ -515,6 +515,7 @@ impl Writer {
     }
 
     /// How many files are open now (at most `max_open_files`).
+    #[cfg(test)]
     pub fn open_files(&self) -> usize {
         self.open.len()
     }
