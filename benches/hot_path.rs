@@ -111,7 +111,7 @@ fn file_path(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 for e in &events {
-                    black_box(t.render(black_box(e)));
+                    let _ = black_box(t.render(black_box(e)));
                 }
             })
         });
