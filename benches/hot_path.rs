@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot path: parse one event, move batches through the fan-out and a memory buffer,
-//! and encode a batch as NDJSON the way the file sink does. `cargo bench --bench hot_path`.
+//! encode a batch as NDJSON the way the file sink does, and render the file sink's path per event.
+//! `cargo bench --bench hot_path`.
 
 use std::hint::black_box;
 
@@ -87,6 +88,37 @@ fn encode(c: &mut Criterion) {
     g.finish();
 }
 
+/// The file sink's per-event path: a template with strftime and two placeholders (each component checked),
+/// and a static one (rendered once per batch, but measured per call here).
+fn file_path(c: &mut Criterion) {
+    use auditrail_sinks::file::PathTemplate;
+    let events: Vec<Event> = (0..1000)
+        .map(|i| {
+            let line = LINE.replace("alice@example.com", &format!("user{}@example.com", i % 97));
+            Event::parse(Bytes::from(line), 1 << 20).unwrap()
+        })
+        .collect();
+    let mut g = c.benchmark_group("file_path");
+    g.throughput(Throughput::Elements(1000));
+    for (name, template) in [
+        (
+            "fields_1000",
+            "/var/log/audit/%Y-%m-%d/{event}/{user}.ndjson",
+        ),
+        ("static_1000", "/var/log/audit/events.ndjson"),
+    ] {
+        let mut t = PathTemplate::parse(template).unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for e in &events {
+                    let _ = black_box(t.render(black_box(e)));
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 /// The integrity chain's per-event work: the canonical form, its digest, and linking (one SHA-256 over ~100
 /// bytes plus the field's text appended to the event).
 fn integrity(c: &mut Criterion) {
@@ -143,5 +175,5 @@ fn integrity(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, route, encode, integrity);
+criterion_group!(benches, parse, route, encode, file_path, integrity);
 criterion_main!(benches);

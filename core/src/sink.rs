@@ -97,7 +97,7 @@ impl SinkContext {
 
     /// Handles events the destination refused for good (a mapping error, a 4xx): each goes to the sink's
     /// dead-letter file with `reason` (a stable label) and the destination's `message`, is counted in
-    /// `auditrail_sink_rejected_total`, and is finished as [`EventStatus::Rejected`] so its source moves on.
+    /// `auditrail_sink_rejected_total` and `auditrail_sink_dead_lettered_total{reason}`, and is finished as [`EventStatus::Rejected`] so its source moves on.
     /// If the dead-letter file cannot be written, the events are finished as failed instead — kept for
     /// redelivery, never dropped unrecorded — and the error is returned.
     pub fn reject(&self, rejected: Vec<(Event, &'static str, String)>) -> std::io::Result<()> {
@@ -128,6 +128,11 @@ impl SinkContext {
         }
         drop(records);
         self.metrics.rejected.increment(rejected.len() as u64);
+        for (_, reason, _) in &rejected {
+            // By reason, beside the total: what an operator needs to know to fix the cause.
+            metrics::counter!("auditrail_sink_dead_lettered_total", "sink" => self.name.to_string(), "reason" => *reason)
+                .increment(1);
+        }
         tracing::warn!(
             sink = %self.name,
             events = rejected.len(),

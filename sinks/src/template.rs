@@ -4,6 +4,8 @@
 //! template only knows how to fill itself in; what a field value may contain is the caller's rule, given as a
 //! sanitizer, since a path component and an index name forbid different characters.
 //!
+//! What a rendering may become (how long, which components) is checked by [`crate::name_rules`], shared too.
+//!
 //! Rendering is on the hot path, so a template without placeholders renders to a constant, and a strftime part
 //! is formatted once per second of event time rather than once per event.
 
@@ -113,12 +115,52 @@ impl Template {
             .collect()
     }
 
+    /// Whether the template has `{field}` placeholders (its text then depends on untrusted input).
+    pub fn has_fields(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Field(_)))
+    }
+
+    /// The names of the template's placeholders, in order (for messages about what a rendering came from).
+    pub fn field_names(&self) -> Vec<&str> {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Field(name) => Some(name.as_str()),
+                Part::Text { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The literal text after the last placeholder when it has no strftime sequence (`.ndjson` in
+    /// `{event}.ndjson`): what a shortened rendering keeps at its end.
+    pub fn literal_suffix(&self) -> &str {
+        match self.parts.last() {
+            Some(Part::Text {
+                text,
+                strftime: false,
+            }) => text,
+            _ => "",
+        }
+    }
+
     /// The text for `event`; each field value (or `None` for a missing field) goes through `sanitize`.
     pub fn render(
         &mut self,
         event: &Event,
         sanitize: impl for<'a> Fn(Option<Cow<'a, str>>) -> Cow<'a, str>,
     ) -> String {
+        let mut out = String::new();
+        self.render_into(event, sanitize, &mut out);
+        out
+    }
+
+    /// [`Self::render`] appending to `out`, so that a caller building a longer text allocates once.
+    pub fn render_into(
+        &mut self,
+        event: &Event,
+        sanitize: impl for<'a> Fn(Option<Cow<'a, str>>) -> Cow<'a, str>,
+        out: &mut String,
+    ) {
         let secs = event.timestamp_nanos().div_euclid(1_000_000_000);
         if self
             .parts
@@ -140,7 +182,6 @@ impl Template {
                 .collect();
             self.cache = Some((secs, rendered));
         }
-        let mut out = String::new();
         let mut formatted = self.cache.as_ref().map(|(_, v)| v.iter());
         for p in &self.parts {
             match p {
@@ -154,7 +195,6 @@ impl Template {
                 Part::Field(name) => out.push_str(&sanitize(event.field(name))),
             }
         }
-        out
     }
 }
 

@@ -8,6 +8,7 @@ use auditrail_core::units::{ByteSize, Interval};
 use serde::Deserialize;
 
 use super::index::IndexTemplate;
+use crate::name_rules::UnsafeNames;
 use crate::SinkConfigError;
 
 /// Moved to `auditrail_core::Secret`; re-exported here so the sink's config types keep their path.
@@ -200,6 +201,11 @@ pub struct ElasticsearchSinkConfig {
     /// (`_` for a missing field). Default `"auditrail-%Y.%m.%d"`.
     #[serde(default)]
     pub index: Option<String>,
+    /// What happens to an event whose fields would make the index (or data stream) name longer than 255
+    /// bytes: `"dead_letter"` (default: the event goes to the dead-letter file with the reason, the rest of its
+    /// batch is sent) or `"rewrite"` (the name is cut and suffixed with a hash of its full text).
+    #[serde(default)]
+    pub unsafe_index: UnsafeNames,
     /// Data stream name for `mode = "data_stream"` (same placeholders as `index`). Default
     /// `"logs-teleport.audit-default"`.
     #[serde(default)]
@@ -305,6 +311,7 @@ impl ElasticsearchSinkConfig {
             endpoint: endpoint.into(),
             mode: Mode::default(),
             index: None,
+            unsafe_index: UnsafeNames::default(),
             data_stream: None,
             op_type: OpType::default(),
             id: IdSource::default(),

@@ -15,6 +15,7 @@ use flate2::write::GzEncoder;
 use super::config::{Compression, ElasticsearchSinkConfig, IdSource, Mode, OpType, Schema};
 use super::ecs;
 use super::index::IndexTemplate;
+use crate::name_rules::NameRefused;
 
 /// Longest `_id` Elasticsearch accepts, in bytes. A longer one fails the whole bulk request, so such an event
 /// is refused here instead.
@@ -58,14 +59,14 @@ impl Encoder {
             op_type: config.op_type,
             id: config.id,
             schema: config.encoding.schema,
-            index: IndexTemplate::parse(target)?,
+            index: IndexTemplate::parse(target)?.policy(config.unsafe_index),
             compression: config.compression,
             level: config.compression_level,
         })
     }
 
     /// The index (or data stream) `event` goes to.
-    pub fn index_of(&mut self, event: &Event) -> String {
+    pub fn index_of(&mut self, event: &Event) -> Result<String, NameRefused> {
         self.index.render(event)
     }
 
@@ -112,7 +113,7 @@ impl Encoder {
         out: &mut Vec<u8>,
         last_index: &mut Option<(Vec<u8>, String)>,
     ) -> Result<(), (&'static str, String)> {
-        let name = self.index.render(e);
+        let name = self.index.render(e).map_err(|r| (r.reason, r.message))?;
         if last_index.as_ref().is_none_or(|(_, n)| *n != name) {
             let json = serde_json::to_vec(&name).expect("a string always serializes");
             *last_index = Some((json, name));

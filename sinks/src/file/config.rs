@@ -5,6 +5,7 @@ use serde::Deserialize;
 use std::time::Duration;
 
 use super::template::PathTemplate;
+use crate::name_rules::UnsafeNames;
 use crate::SinkConfigError;
 
 /// When written events are forced to disk before they are acknowledged.
@@ -26,8 +27,15 @@ pub enum Fsync {
 pub struct FileSinkConfig {
     /// Path template. `%Y`, `%m`, `%d`, `%H`… (strftime) take the event's `time` (UTC); `{field}` takes a
     /// top-level field of the event (`{event}`, `{user}`, `{cluster_name}`…), with `/` and NUL replaced by `_`,
-    /// and `_` for a missing field. Example: `"/var/log/audit/%Y-%m-%d/{event}.ndjson"`. Required.
+    /// and `_` for a missing or empty field. Example: `"/var/log/audit/%Y-%m-%d/{event}.ndjson"`. Required.
+    /// A path component holding field text is at most 240 bytes and never `.` or `..`; see `unsafe_path`.
     pub path: String,
+    /// What happens to an event whose fields would make a path component longer than 240 bytes (or the path
+    /// longer than 4000), or a `.` / `..` component: `"dead_letter"` (default: the event goes to the sink's
+    /// dead-letter file with the reason, the rest of its batch is written) or `"rewrite"` (a long component is
+    /// cut and suffixed with a hash of its full text, `.` / `..` become `_`).
+    #[serde(default)]
+    pub unsafe_path: UnsafeNames,
     /// `"batch"` (default) or `"none"`, see [`Fsync`].
     #[serde(default)]
     pub fsync: Fsync,
@@ -59,6 +67,7 @@ impl FileSinkConfig {
     pub fn with_path(path: impl Into<String>) -> FileSinkConfig {
         FileSinkConfig {
             path: path.into(),
+            unsafe_path: UnsafeNames::default(),
             fsync: Fsync::default(),
             batch_max_events: default_batch(),
             max_open_files: default_max_open_files(),

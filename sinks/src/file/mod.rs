@@ -1,6 +1,10 @@
 //! The file sink: events as NDJSON lines in files named by a template, acknowledged once written (and fsynced,
 //! by default). A write that fails (disk full, directory not writable) is retried with backoff until it
 //! succeeds; meanwhile the buffer fills and backpressure reaches the sources, so nothing is lost.
+//!
+//! An event whose path is its own fault (its fields make a component too long or `.`/`..`, or a name the
+//! filesystem refuses) is never retried: it goes to the sink's dead-letter file with the reason, and the rest
+//! of its batch is written, so that one crafted event cannot stall the sink.
 
 mod config;
 mod template;
@@ -66,7 +70,7 @@ impl Sink for FileSink {
                     writer = w;
                     batch = b;
                     match result {
-                        Ok(bytes) => {
+                        Ok(written) => {
                             if let Some(since) = failing_since {
                                 blocked.set(0.0);
                                 tracing::info!(sink = %cx.name, failed_for = ?since.elapsed(), "writes succeed again");
@@ -77,8 +81,15 @@ impl Sink for FileSink {
                                 replays.increment(skipped);
                                 tracing::info!(sink = %cx.name, events = skipped, "events replayed after a crash were already written: not written again");
                             }
+                            let refused = take_refused(&mut batch, written.refused, &cx.name);
+                            if !refused.is_empty() {
+                                cx.metrics.errors.increment(1);
+                                // On failure the events are finished as failed (redelivered by their source)
+                                // and the error is logged by `reject` itself.
+                                let _ = cx.reject(refused);
+                            }
                             cx.metrics.events.increment(batch.len() as u64);
-                            cx.metrics.bytes.increment(bytes);
+                            cx.metrics.bytes.increment(written.bytes);
                             for e in batch.drain(..) {
                                 e.finish(EventStatus::Delivered);
                             }
@@ -106,6 +117,32 @@ impl Sink for FileSink {
             }
         })
     }
+}
+
+/// Takes the events at `refused`'s indices out of `batch` (keeping the others in order), with their reason and
+/// a message naming the sink.
+fn take_refused(
+    batch: &mut Vec<auditrail_core::Event>,
+    mut refused: Vec<(usize, &'static str, String)>,
+    sink: &str,
+) -> Vec<(auditrail_core::Event, &'static str, String)> {
+    if refused.is_empty() {
+        return Vec::new();
+    }
+    refused.sort_unstable_by_key(|r| r.0);
+    let mut out = Vec::with_capacity(refused.len());
+    let mut kept = Vec::with_capacity(batch.len() - refused.len());
+    let mut next = refused.into_iter().peekable();
+    for (i, e) in batch.drain(..).enumerate() {
+        match next.next_if(|r| r.0 == i) {
+            Some((_, reason, message)) => {
+                out.push((e, reason, format!("file sink `{sink}`: {message}")))
+            }
+            None => kept.push(e),
+        }
+    }
+    *batch = kept;
+    out
 }
 
 #[cfg(test)]
@@ -266,5 +303,112 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    fn with_user(i: u64, user: &str) -> Event {
+        let v = serde_json::json!({"event":"login","uid":i.to_string(),"time":"2017-02-03T06:54:05Z","user":user});
+        Event::parse(Bytes::from(v.to_string()), 1 << 20).unwrap()
+    }
+
+    #[tokio::test]
+    async fn events_whose_path_is_their_fault_are_dead_lettered_and_the_rest_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        // A field-named directory that is a regular file: the OS refuses, and it is the event's path.
+        std::fs::write(out.join("taken"), b"").unwrap();
+        let template = format!("{}/{{user}}/{{event}}.ndjson", out.display());
+        let sink = FileSink::new(FileSinkConfig::with_path(template)).unwrap();
+        let (tx, rx) = memory_buffer("f", &MemoryBufferConfig::default());
+        let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel();
+        let users = ["a", &"x".repeat(10_000), "..", "taken", "b", "."];
+        let mut events = Vec::new();
+        for (i, user) in users.iter().enumerate() {
+            let batch = AckBatch::new(i as u64, ack_tx.clone());
+            let mut e = with_user(i as u64, user);
+            e.set_finalizer(batch.finalizer());
+            events.push(e);
+        }
+        tx.try_send(events).unwrap();
+        drop(tx);
+        let cx = SinkContext::new("f", dir.path().into());
+        Box::new(sink).run(rx, cx).await.unwrap();
+        let mut status = std::collections::HashMap::new();
+        for _ in 0..users.len() {
+            let o = ack_rx.recv().await.unwrap();
+            status.insert(o.id, o.status);
+        }
+        let expected = [
+            EventStatus::Delivered,
+            EventStatus::Rejected,
+            EventStatus::Rejected,
+            EventStatus::Rejected,
+            EventStatus::Delivered,
+            EventStatus::Rejected,
+        ];
+        for (i, want) in expected.iter().enumerate() {
+            assert_eq!(
+                status[&(i as u64)],
+                *want,
+                "event {i} (user {:.10})",
+                users[i]
+            );
+        }
+        for u in ["a", "b"] {
+            let text = std::fs::read_to_string(out.join(u).join("login.ndjson")).unwrap();
+            assert_eq!(text.lines().count(), 1);
+        }
+        // Nothing escaped the template's directories.
+        assert!(!dir.path().join("login.ndjson").exists());
+        assert!(!out.join("login.ndjson").exists());
+        let dl = std::fs::read_to_string(dir.path().join("dead-letter/f.ndjson")).unwrap();
+        let records: Vec<serde_json::Value> = dl
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let reasons: Vec<(&str, &str)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r["location"].as_str().unwrap(),
+                    r["reason"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("uid 1", template::REASON_TOO_LONG),
+                ("uid 2", template::REASON_UNSAFE_COMPONENT),
+                ("uid 3", writer::REASON_UNWRITABLE),
+                ("uid 5", template::REASON_UNSAFE_COMPONENT),
+            ]
+        );
+        for r in &records {
+            let m = r["message"].as_str().unwrap();
+            assert!(m.starts_with("file sink `f`: "), "{m}");
+        }
+        assert!(records[0]["message"].as_str().unwrap().contains("`user`"));
+    }
+
+    #[test]
+    fn more_files_than_max_open_files_are_written_and_synced_within_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            FileSinkConfig::with_path(format!("{}/{{user}}.ndjson", dir.path().display()));
+        config.max_open_files = 4;
+        let mut w = writer::Writer::new(&config).unwrap();
+        for round in 0..3 {
+            let batch: Vec<Event> = (0..50)
+                .map(|i| with_user(round * 50 + i, &format!("u{i}")))
+                .collect();
+            let written = w.write(&batch).unwrap();
+            assert!(written.refused.is_empty());
+            assert!(w.open_files() <= 4, "{} open", w.open_files());
+        }
+        for i in 0..50 {
+            let text = std::fs::read_to_string(dir.path().join(format!("u{i}.ndjson"))).unwrap();
+            assert_eq!(text.lines().count(), 3, "u{i}");
+        }
     }
 }

@@ -4,6 +4,15 @@
 //! write or fsync fails, every file the batch touched is cut back to its length before the batch, so a retry
 //! never leaves a partial line or writes the same event twice.
 //!
+//! An event whose path cannot be used for a reason that is the event's own is not retried: its path breaks
+//! the template's rules (see [`super::template`]), or the OS refuses a path its fields made (too long for this
+//! filesystem, a character it cannot hold, a field-named component colliding with a file or directory). The
+//! batch reports it as refused, and the rest of the batch is written. Errors that are the disk's (full, I/O
+//! error, read-only, permissions) fail the whole batch, which is retried.
+//!
+//! At most `max_open_files` files are open at once, a batch writing to more included: the least recently
+//! written is synced (as configured) and closed to make room.
+//!
 //! After a crash, a disk buffer replays what the sink had written but whose acknowledgement the crash stopped
 //! before the buffer's cursor moved. Those lines are already at the end of their files, so the first time this
 //! process meets a file it keeps the lines of the file's last [`TAIL_CHECK`] bytes, and skips each event whose
@@ -39,7 +48,31 @@ pub struct WriteError {
 struct OpenFile {
     file: File,
     last_write: Instant,
+    /// Written since its last fsync (with `fsync = "batch"`, it must be synced before it is closed).
+    dirty: bool,
 }
+
+/// What [`Writer::write`] did with a batch.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Bytes appended.
+    pub bytes: u64,
+    /// Events not written for a reason that is theirs, by index in the batch: the reason label and message.
+    pub refused: Vec<(usize, &'static str, String)>,
+}
+
+/// Events of one batch bound for one file.
+struct Group {
+    path: PathBuf,
+    /// Byte offset in `path` where field-derived text starts (its length when there is none).
+    fields_from: usize,
+    bytes: Vec<u8>,
+    /// Indices in the batch of the events in `bytes`.
+    events: Vec<usize>,
+}
+
+/// Dead-letter reason of an event the OS refused to write to the path its fields made.
+pub const REASON_UNWRITABLE: &str = "path_unwritable";
 
 /// The most bytes at the end of an existing file whose lines are compared with the first events written to it.
 const TAIL_CHECK: u64 = 8 << 20;
@@ -104,8 +137,12 @@ pub struct Writer {
     max_open: usize,
     idle: Duration,
     open: HashMap<PathBuf, OpenFile>,
-    /// Reused grouping buffers: (path, bytes).
-    groups: Vec<(PathBuf, Vec<u8>)>,
+    /// Reused grouping buffers.
+    groups: Vec<Group>,
+    /// Which of `groups` holds a path, for the current batch.
+    group_of: HashMap<PathBuf, usize>,
+    /// Events of the current batch refused for their path.
+    refused: Vec<(usize, &'static str, String)>,
     /// Files met in this process: the tail still to compare with (`None` once caught up).
     tails: HashMap<PathBuf, Option<Tail>>,
     /// Events skipped by the last [`Writer::write`] because their line was already there.
@@ -141,16 +178,55 @@ fn cut_torn_tail(file: &File, path: &Path) -> io::Result<()> {
     file.sync_data()
 }
 
+/// Whether a failure to open `g`'s file is the fault of its events' fields rather than of the disk: the
+/// template has fields, and the OS refused the name (too long for this filesystem, a character it cannot
+/// hold), or a component the fields named collides with an existing file (where a directory is wanted) or
+/// directory (where the file is). A collision in the template's own directories is the disk's: retried.
+fn events_fault(err: &WriteError, g: &Group) -> bool {
+    if g.fields_from >= g.path.as_os_str().len() {
+        return false;
+    }
+    match err.source.raw_os_error() {
+        Some(libc::ENAMETOOLONG | libc::EINVAL | libc::EILSEQ) => true,
+        Some(libc::ENOTDIR | libc::EISDIR | libc::EEXIST) => {
+            collision_at(&g.path).is_some_and(|end| end > g.fields_from)
+        }
+        _ => false,
+    }
+}
+
+/// The end (byte offset) of the first component of `path` that exists as the wrong kind: a non-directory
+/// where a directory is needed, or a directory where the file is.
+fn collision_at(path: &Path) -> Option<usize> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let ends = memchr::memchr_iter(b'/', bytes)
+        .filter(|&i| i > 0)
+        .chain(std::iter::once(bytes.len()));
+    for end in ends {
+        let prefix = Path::new(std::ffi::OsStr::from_bytes(&bytes[..end]));
+        match std::fs::metadata(prefix) {
+            Ok(m) if end == bytes.len() => return m.is_dir().then_some(end),
+            Ok(m) if !m.is_dir() => return Some(end),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 impl Writer {
     /// A writer for `config` (already validated).
     pub fn new(config: &FileSinkConfig) -> Result<Writer, String> {
         Ok(Writer {
-            template: PathTemplate::parse(&config.path)?,
+            template: PathTemplate::parse(&config.path)?.policy(config.unsafe_path),
             fsync: config.fsync,
             max_open: config.max_open_files,
             idle: config.idle_timeout.0,
             open: HashMap::new(),
             groups: Vec::new(),
+            group_of: HashMap::new(),
+            refused: Vec::new(),
             tails: HashMap::new(),
             skipped: 0,
         })
@@ -163,6 +239,16 @@ impl Writer {
 
     /// Whether `e` is already the next line of `path`'s tail (a replay); once one is not, the file is caught up.
     fn already_there(&mut self, path: &Path, e: &Event) -> bool {
+        if !self.tails.contains_key(path)
+            && !self.open.contains_key(path)
+            && self.open.len() >= self.max_open
+        {
+            // Reading the tail takes a descriptor: make room first, as opening the file to write will. Between
+            // batches every open file is synced already, so this cannot fail; if it did, the next write would.
+            if let Err(err) = self.close_oldest() {
+                tracing::warn!(error = %err, "cannot sync a file closed to stay within max_open_files");
+            }
+        }
         let tail = self
             .tails
             .entry(path.to_path_buf())
@@ -184,25 +270,35 @@ impl Writer {
         }
     }
 
-    /// Appends `events` (one line each) and returns the bytes written.
-    pub fn write(&mut self, events: &[Event]) -> Result<u64, WriteError> {
+    /// Appends `events` (one line each); returns the bytes written and the events refused for their path.
+    /// An error is the disk's: nothing of the batch is kept, and the whole batch should be retried.
+    pub fn write(&mut self, events: &[Event]) -> Result<Written, WriteError> {
         self.group(events);
         let groups = std::mem::take(&mut self.groups);
         let result = self.write_groups(&groups);
         self.groups = groups;
         self.close_idle();
-        result
+        result.map(|bytes| Written {
+            bytes,
+            refused: std::mem::take(&mut self.refused),
+        })
     }
 
     fn group(&mut self, events: &[Event]) {
         self.skipped = 0;
-        for (_, buf) in &mut self.groups {
-            buf.clear();
+        self.refused.clear();
+        self.group_of.clear();
+        for g in &mut self.groups {
+            g.bytes.clear();
+            g.events.clear();
         }
         if self.template.is_static() {
             // Every event goes to the same file: no rendering per event.
             if let Some(first) = events.first() {
-                let path = self.template.render(first);
+                let (path, fields_from) = self
+                    .template
+                    .render_marked(first)
+                    .expect("a static path was checked when the config was loaded");
                 let mut skip = 0;
                 while skip < events.len() && self.already_there(&path, &events[skip]) {
                     skip += 1;
@@ -211,10 +307,18 @@ impl Writer {
                 let events = &events[skip..];
                 self.groups.truncate(1);
                 match self.groups.first_mut() {
-                    Some(g) => g.0 = path,
-                    None => self.groups.push((path, Vec::new())),
+                    Some(g) => {
+                        g.path = path;
+                        g.fields_from = fields_from;
+                    }
+                    None => self.groups.push(Group {
+                        path,
+                        fields_from,
+                        bytes: Vec::new(),
+                        events: Vec::new(),
+                    }),
                 }
-                let buf = &mut self.groups[0].1;
+                let buf = &mut self.groups[0].bytes;
                 buf.reserve(events.iter().map(|e| e.raw().len() + 1).sum());
                 for e in events {
                     buf.extend_from_slice(e.raw());
@@ -224,37 +328,66 @@ impl Writer {
             return;
         }
         let mut used = 0;
-        for e in events {
-            let path = self.template.render(e);
+        for (n, e) in events.iter().enumerate() {
+            let (path, fields_from) = match self.template.render_marked(e) {
+                Ok(p) => p,
+                Err(refused) => {
+                    self.refused.push((n, refused.reason, refused.message));
+                    continue;
+                }
+            };
             if self.tails.get(&path).is_none_or(|t| t.is_some()) && self.already_there(&path, e) {
                 self.skipped += 1;
                 continue;
             }
-            let i = match self.groups[..used].iter().position(|(p, _)| *p == path) {
-                Some(i) => i,
+            let i = match self.group_of.get(&path) {
+                Some(&i) => i,
                 None => {
                     if used == self.groups.len() {
-                        self.groups.push((path, Vec::new()));
+                        self.groups.push(Group {
+                            path: path.clone(),
+                            fields_from,
+                            bytes: Vec::new(),
+                            events: Vec::new(),
+                        });
                     } else {
-                        self.groups[used].0 = path;
+                        self.groups[used].path = path.clone();
+                        self.groups[used].fields_from = fields_from;
                     }
+                    self.group_of.insert(path, used);
                     used += 1;
                     used - 1
                 }
             };
-            let buf = &mut self.groups[i].1;
-            buf.extend_from_slice(e.raw());
-            buf.push(b'\n');
+            let g = &mut self.groups[i];
+            g.bytes.extend_from_slice(e.raw());
+            g.bytes.push(b'\n');
+            g.events.push(n);
         }
         self.groups.truncate(used);
     }
 
-    fn write_groups(&mut self, groups: &[(PathBuf, Vec<u8>)]) -> Result<u64, WriteError> {
+    fn write_groups(&mut self, groups: &[Group]) -> Result<u64, WriteError> {
         let mut before: Vec<(&Path, u64)> = Vec::with_capacity(groups.len());
+        let mut written: Vec<&Path> = Vec::with_capacity(groups.len());
         let mut total = 0;
         let outcome = (|| {
-            for (path, buf) in groups {
-                let f = self.file(path)?;
+            for g in groups {
+                let path = &g.path;
+                let f = match self.file(path) {
+                    Ok(f) => f,
+                    Err(err) if events_fault(&err, g) => {
+                        tracing::debug!(path = %path.display(), error = %err.source, "a path made by event fields cannot be written; refusing its events");
+                        let message = format!(
+                            "{err}: the path made by the event's fields cannot be written here (expected a name this filesystem accepts, not colliding with an existing file or directory)"
+                        );
+                        for &n in &g.events {
+                            self.refused.push((n, REASON_UNWRITABLE, message.clone()));
+                        }
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
                 let len = f
                     .file
                     .metadata()
@@ -265,31 +398,45 @@ impl Writer {
                     })?
                     .len();
                 before.push((path, len));
-                f.file.write_all(buf).map_err(|source| WriteError {
+                f.file.write_all(&g.bytes).map_err(|source| WriteError {
                     action: "writing to",
                     path: path.clone(),
                     source,
                 })?;
                 f.last_write = Instant::now();
-                total += buf.len() as u64;
+                f.dirty = true;
+                written.push(path);
+                total += g.bytes.len() as u64;
             }
             if self.fsync == Fsync::Batch {
-                for (path, _) in groups {
-                    let f = self.file(path)?;
-                    f.file.sync_data().map_err(|source| WriteError {
-                        action: "syncing",
-                        path: path.clone(),
-                        source,
-                    })?;
+                // Files closed to make room were synced then; the others are still open.
+                for path in &written {
+                    if let Some(f) = self.open.get_mut(*path) {
+                        f.file.sync_data().map_err(|source| WriteError {
+                            action: "syncing",
+                            path: path.to_path_buf(),
+                            source,
+                        })?;
+                        f.dirty = false;
+                    }
                 }
             }
             Ok(total)
         })();
         if outcome.is_err() {
+            self.refused.clear();
             for (path, len) in before {
-                if let Some(f) = self.open.remove(path) {
-                    // Best effort: if even this fails the retry may duplicate lines, never lose them.
-                    let _ = f.file.set_len(len);
+                // Best effort: if even this fails the retry may duplicate lines, never lose them.
+                match self.open.remove(path) {
+                    Some(f) => {
+                        let _ = f.file.set_len(len);
+                    }
+                    None => {
+                        let _ = OpenOptions::new()
+                            .write(true)
+                            .open(path)
+                            .and_then(|f| f.set_len(len));
+                    }
                 }
             }
         }
@@ -299,7 +446,7 @@ impl Writer {
     fn file(&mut self, path: &Path) -> Result<&mut OpenFile, WriteError> {
         if !self.open.contains_key(path) {
             if self.open.len() >= self.max_open {
-                self.close_oldest();
+                self.close_oldest()?;
             }
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|source| WriteError {
@@ -329,21 +476,33 @@ impl Writer {
                 OpenFile {
                     file,
                     last_write: Instant::now(),
+                    dirty: false,
                 },
             );
         }
         Ok(self.open.get_mut(path).expect("inserted above"))
     }
 
-    fn close_oldest(&mut self) {
-        if let Some(oldest) = self
+    /// Closes the least recently written file, syncing it first if this batch wrote to it (with
+    /// `fsync = "batch"`): an error then fails the batch, as a failed sync at its end would.
+    fn close_oldest(&mut self) -> Result<(), WriteError> {
+        let Some(oldest) = self
             .open
             .iter()
             .min_by_key(|(_, f)| f.last_write)
             .map(|(p, _)| p.clone())
-        {
-            self.open.remove(&oldest);
+        else {
+            return Ok(());
+        };
+        let f = self.open.remove(&oldest).expect("found above");
+        if f.dirty && self.fsync == Fsync::Batch {
+            f.file.sync_data().map_err(|source| WriteError {
+                action: "syncing",
+                path: oldest,
+                source,
+            })?;
         }
+        Ok(())
     }
 
     fn close_idle(&mut self) {
@@ -353,6 +512,12 @@ impl Writer {
         if self.tails.len() > self.max_open {
             self.tails.retain(|_, t| t.is_some());
         }
+    }
+
+    /// How many files are open now (at most `max_open_files`).
+    #[cfg(test)]
+    pub fn open_files(&self) -> usize {
+        self.open.len()
     }
 
     /// Closes every file (data was already fsynced per batch as configured).
