@@ -244,6 +244,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn directories_are_0750_and_files_0640_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The test process's umask (022 as a rule) would give 0755 to a plain create_dir_all.
+        let path = dir.path().join("out/{user}/events.ndjson");
+        let sink = FileSink::new(FileSinkConfig::with_path(path.display().to_string())).unwrap();
+        let (tx, rx) = memory_buffer("f", &MemoryBufferConfig::default());
+        tx.try_send(vec![ev(1, "a")]).unwrap();
+        drop(tx);
+        Box::new(sink)
+            .run(rx, SinkContext::new("f", dir.path().into()))
+            .await
+            .unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let out = dir.path().join("out");
+        let user_dir = std::fs::read_dir(&out)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        assert_eq!(mode(&out), 0o750, "{}", out.display());
+        assert_eq!(mode(&user_dir), 0o750, "{}", user_dir.display());
+        assert_eq!(mode(&user_dir.join("events.ndjson")), 0o640);
+    }
+
+    #[tokio::test]
     async fn a_partial_last_line_from_a_crash_is_removed_before_writing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.ndjson");

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -449,11 +449,17 @@ impl Writer {
                 self.close_oldest()?;
             }
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|source| WriteError {
-                    action: "creating the directory of",
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                // 0750 like the files' 0640: the operator's data, readable by an auditors' group, never by
+                // everyone, whatever the agent's umask (field-named directories are made here too).
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o750)
+                    .create(dir)
+                    .map_err(|source| WriteError {
+                        action: "creating the directory of",
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
             }
             let file = OpenOptions::new()
                 .create(true)
