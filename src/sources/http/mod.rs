@@ -6,7 +6,7 @@
 //! (backpressure: the client should retry; events keep their `uid`, so a retry cannot duplicate where the sink
 //! dedupes).
 
-mod body;
+pub mod body;
 mod config;
 
 pub use config::HttpSourceConfig;
