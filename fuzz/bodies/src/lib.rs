@@ -18,8 +18,11 @@ pub use line_splitter::{line_splitter, line_splitter_input};
 pub use segment_scan::segment_scan;
 pub use verify_lines::verify_lines;
 
+/// A target's body.
+pub type Body = fn(&[u8]);
+
 /// Every target: its name (the corpus folder and the cargo-fuzz binary) and its body.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Body); 6] = [
     ("canonical_form", canonical_form),
     ("event_parse", event_parse),
     ("http_body", http_body),
