@@ -17,7 +17,7 @@ const RANDOM_INPUTS: usize = 3_000;
 const MIN_SEEDS: usize = 4;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
