@@ -28,6 +28,12 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== release build of the agent for the integration tests"
+# First with the test-only crash hook (the crash-point tests abort it at named steps), copied aside; then the
+# plain binary, the one that ships, which the other tests run and one checks has no hook.
+cargo build --release --bin auditrail --features crash-points --quiet
+cp target/release/auditrail target/release/auditrail-crash-points
+export AUDITRAIL_CRASH_BIN="$PWD/target/release/auditrail-crash-points"
+export AUDITRAIL_REQUIRE_CRASH_BIN=1
 cargo build --release --bin auditrail --quiet
 export AUDITRAIL_BIN="$PWD/target/release/auditrail"
 export AUDITRAIL_REQUIRE_SYSTEMD=1

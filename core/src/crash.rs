@@ -4,10 +4,13 @@
 //! acknowledged, replays nothing already acknowledged by the sink, and never gives a chain `seq` to two contents.
 //!
 //! `AUDITRAIL_CRASH_AT` names the step (one of [`CRASH_POINTS`]); `AUDITRAIL_CRASH_AFTER=N` aborts the N-th time
-//! the step is reached (default 1). Both are read once. Never set them in production: the process calls
-//! [`std::process::abort`].
+//! the step is reached (default 1). Both are read once, and only by a build with the `crash-points` feature
+//! (core's own unit tests have it too): without it [`point`] is an empty inline function, so the release binary
+//! has no hook and no trace of these variables. The process calls [`std::process::abort`].
 
+#[cfg(any(test, feature = "crash-points"))]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(any(test, feature = "crash-points"))]
 use std::sync::OnceLock;
 
 /// A step at which a crash can be requested.
@@ -77,7 +80,8 @@ pub const CRASH_POINTS: [&str; 15] = [
 ];
 
 impl CrashPoint {
-    fn name(self) -> &'static str {
+    /// The step's name, as `AUDITRAIL_CRASH_AT` gives it.
+    pub fn name(self) -> &'static str {
         match self {
             CrashPoint::AfterWrite => "after_write",
             CrashPoint::AfterFsync => "after_fsync",
@@ -98,14 +102,18 @@ impl CrashPoint {
     }
 }
 
+#[cfg(any(test, feature = "crash-points"))]
 struct Target {
     name: String,
     after: u64,
 }
 
+#[cfg(any(test, feature = "crash-points"))]
 static TARGET: OnceLock<Option<Target>> = OnceLock::new();
+#[cfg(any(test, feature = "crash-points"))]
 static HITS: AtomicU64 = AtomicU64::new(0);
 
+#[cfg(any(test, feature = "crash-points"))]
 fn target() -> Option<&'static Target> {
     TARGET
         .get_or_init(|| {
@@ -121,6 +129,7 @@ fn target() -> Option<&'static Target> {
 }
 
 /// Aborts the process if the test hook asks for a crash at `point` (and this is the N-th time it is reached).
+#[cfg(any(test, feature = "crash-points"))]
 pub fn point(point: CrashPoint) {
     let Some(t) = target() else {
         return;
@@ -133,6 +142,11 @@ pub fn point(point: CrashPoint) {
         std::process::abort();
     }
 }
+
+/// Without the `crash-points` feature there is no hook: this compiles away.
+#[cfg(not(any(test, feature = "crash-points")))]
+#[inline(always)]
+pub fn point(_point: CrashPoint) {}
 
 #[cfg(test)]
 mod tests {

@@ -1,19 +1,7 @@
-//! Untrusted bytes → the canonical form the integrity chain hashes (the verifier computes it on whatever a store
-//! returns). It must never panic; a canonical form must be canonical again (idempotent) and, for valid JSON
-//! input, valid JSON.
+//! libFuzzer entry of the `canonical_form` target: the body (what it feeds and asserts) is
+//! `auditrail_fuzz_bodies::canonical_form`, which `cargo test` also runs over `fuzz/corpus/canonical_form/`.
 #![no_main]
 
-use auditrail_core::integrity::canonical::canonicalize_object;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let mut out = Vec::new();
-    if canonicalize_object(data, Some("auditrail.integrity"), &mut out).is_ok() {
-        let mut again = Vec::new();
-        canonicalize_object(&out, None, &mut again).expect("a canonical form is canonicalizable");
-        assert_eq!(out, again, "canonical form is idempotent");
-        if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok() {
-            serde_json::from_slice::<serde::de::IgnoredAny>(&out).expect("valid JSON stays valid");
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| auditrail_fuzz_bodies::canonical_form(data));

@@ -3,7 +3,8 @@
 //! (osmem-server for OpenSearch, the `kafka-mock` cluster for Kafka).
 //!
 //! The binary is `$AUDITRAIL_BIN` when set (CI builds it once in release mode), else it is built here with
-//! `cargo build --release --bin auditrail`.
+//! `cargo build --release --bin auditrail`. Tests that abort the agent at a named step need the binary built with
+//! the `crash-points` feature, `$AUDITRAIL_CRASH_BIN` (see [`crash_binary`]): the plain one has no hook.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -36,6 +37,42 @@ pub fn binary() -> PathBuf {
         root.join("target/release/auditrail")
     })
     .clone()
+}
+
+/// Whether a missing [`crash_binary`] fails the test rather than skips it (`scripts/test.sh` and CI).
+pub fn crash_binary_required() -> bool {
+    ["AUDITRAIL_REQUIRE_CRASH_BIN", "CI"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|x| !x.is_empty() && x != "0" && x != "false"))
+}
+
+/// The agent built with the test-only crash hook (`cargo build --release --bin auditrail --features
+/// crash-points`, which `scripts/test.sh` copies to `target/release/auditrail-crash-points`), from
+/// `$AUDITRAIL_CRASH_BIN`. `None` when unset, and the caller says the test is not run; panics instead when it is
+/// required ([`crash_binary_required`]) or names no file.
+pub fn crash_binary() -> Option<PathBuf> {
+    match std::env::var_os("AUDITRAIL_CRASH_BIN") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(
+                p.is_file(),
+                "AUDITRAIL_CRASH_BIN={} is not a file (scripts/test.sh builds it)",
+                p.display()
+            );
+            Some(p)
+        }
+        None => {
+            assert!(
+                !crash_binary_required(),
+                "AUDITRAIL_CRASH_BIN is required (CI or AUDITRAIL_REQUIRE_CRASH_BIN) but not set: build it with \
+                 `cargo build --release --bin auditrail --features crash-points` and copy it aside"
+            );
+            println!(
+                "AUDITRAIL_CRASH_BIN not set: crash-point test not run (the plain binary has no crash hook)"
+            );
+            None
+        }
+    }
 }
 
 /// The repository root.

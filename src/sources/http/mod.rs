@@ -10,7 +10,7 @@
 //! Rate, token and declared length are checked on the request head, before a byte of the body is read: a
 //! refused request costs its headers only, and its connection is closed rather than drained.
 
-mod body;
+pub mod body;
 mod config;
 mod conns;
 mod limit;

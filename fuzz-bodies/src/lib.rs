@@ -1,0 +1,32 @@
+//! The bodies of the fuzz targets under `fuzz/fuzz_targets/`, as plain functions of the input bytes: cargo-fuzz
+//! calls them from libFuzzer, and `cargo test` calls them on stable over the committed seed corpus
+//! (`fuzz/corpus/<target>/`) and thousands of seeded random inputs, so that they never rot unbuilt.
+//!
+//! Each body panics when a property of the code under test does not hold; an input it cannot use is ignored.
+
+mod canonical_form;
+mod event_parse;
+mod http_body;
+mod line_splitter;
+mod segment_scan;
+mod verify_lines;
+
+pub use canonical_form::canonical_form;
+pub use event_parse::event_parse;
+pub use http_body::{http_body, http_body_input};
+pub use line_splitter::{line_splitter, line_splitter_input};
+pub use segment_scan::segment_scan;
+pub use verify_lines::verify_lines;
+
+/// A target's body.
+pub type Body = fn(&[u8]);
+
+/// Every target: its name (the corpus folder and the cargo-fuzz binary) and its body.
+pub const TARGETS: [(&str, Body); 6] = [
+    ("canonical_form", canonical_form),
+    ("event_parse", event_parse),
+    ("http_body", http_body),
+    ("line_splitter", line_splitter),
+    ("segment_scan", segment_scan),
+    ("verify_lines", verify_lines),
+];
