@@ -243,20 +243,26 @@ mod tests {
         }
     }
 
+    /// Runs a file sink on `template` over one batch of `events` until its buffer is closed and drained.
+    async fn write_all(template: &std::path::Path, data_dir: &std::path::Path, events: Vec<Event>) {
+        let sink =
+            FileSink::new(FileSinkConfig::with_path(template.display().to_string())).unwrap();
+        let (tx, rx) = memory_buffer("f", &MemoryBufferConfig::default());
+        tx.try_send(events).unwrap();
+        drop(tx);
+        Box::new(sink)
+            .run(rx, SinkContext::new("f", data_dir.into()))
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn directories_are_0750_and_files_0640_whatever_the_umask() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         // The test process's umask (022 as a rule) would give 0755 to a plain create_dir_all.
         let path = dir.path().join("out/{user}/events.ndjson");
-        let sink = FileSink::new(FileSinkConfig::with_path(path.display().to_string())).unwrap();
-        let (tx, rx) = memory_buffer("f", &MemoryBufferConfig::default());
-        tx.try_send(vec![ev(1, "a")]).unwrap();
-        drop(tx);
-        Box::new(sink)
-            .run(rx, SinkContext::new("f", dir.path().into()))
-            .await
-            .unwrap();
+        write_all(&path, dir.path(), vec![ev(1, "a")]).await;
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let out = dir.path().join("out");
         let user_dir = std::fs::read_dir(&out)
@@ -275,14 +281,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.ndjson");
         std::fs::write(&path, b"{\"whole\":1}\n{\"torn\":").unwrap();
-        let sink = FileSink::new(FileSinkConfig::with_path(path.display().to_string())).unwrap();
-        let (tx, rx) = memory_buffer("f", &MemoryBufferConfig::default());
-        tx.try_send(vec![ev(1, "a")]).unwrap();
-        drop(tx);
-        Box::new(sink)
-            .run(rx, SinkContext::new("f", dir.path().into()))
-            .await
-            .unwrap();
+        write_all(&path, dir.path(), vec![ev(1, "a")]).await;
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
