@@ -1,7 +1,7 @@
 //! CI's verdict comes from the test runner: the real `scripts/test.sh`, run in a scratch tree where `cargo` and
-//! everything else the script calls are stubs first on `PATH`, must fail when `cargo test` dies with a partial log
-//! (an OOM kill prints no `error:`) or reports a failed test, and pass when it reports success — so the test can
-//! fail both ways.
+//! everything else the script calls are stubs first on `PATH`, must fail when `cargo nextest run` dies with a
+//! partial log (an OOM kill prints no summary), exits zero without a summary, or reports a failed test, and pass
+//! when it reports success — so the test can fail both ways.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -9,15 +9,19 @@ use std::process::{Command, Output};
 
 use auditrail_integration_tests::workspace_root;
 
-/// Stands in for cargo: fmt, clippy and build succeed (build leaves an empty binary where the script copies it
-/// from); `cargo test` prints the log in `$FAKE_CARGO_TEST_LOG` and exits with `$FAKE_CARGO_TEST_EXIT`. Every
-/// call is appended to `$FAKE_CARGO_CALLS`.
+/// Stands in for cargo: fmt, clippy, build and the doc tests succeed (build leaves an empty binary where the
+/// script copies it from); `cargo nextest --version` says it is installed; `cargo nextest run` prints the log in
+/// `$FAKE_CARGO_TEST_LOG` and exits with `$FAKE_CARGO_TEST_EXIT`. Every call is appended to `$FAKE_CARGO_CALLS`.
 const FAKE_CARGO: &str = r#"#!/usr/bin/env bash
 echo "$*" >> "$FAKE_CARGO_CALLS"
+case "$1 $2" in
+    "nextest --version") echo "cargo-nextest 0.9.0"; exit 0 ;;
+    "nextest run"*) cat "$FAKE_CARGO_TEST_LOG"; exit "$FAKE_CARGO_TEST_EXIT" ;;
+    "test --workspace") exit 0 ;;
+esac
 case "$1" in
     fmt | clippy) exit 0 ;;
     build) mkdir -p target/release && : > target/release/auditrail && chmod +x target/release/auditrail; exit 0 ;;
-    test) cat "$FAKE_CARGO_TEST_LOG"; exit "$FAKE_CARGO_TEST_EXIT" ;;
     *) echo "fake cargo: unexpected call: $*" >&2; exit 99 ;;
 esac
 "#;
@@ -28,36 +32,26 @@ const FAKE_RUSTUP: &str = "#!/usr/bin/env bash\necho rustfmt-x86_64-unknown-linu
 /// Must never run: everything the script would install is present.
 const FAKE_APT: &str = "#!/usr/bin/env bash\necho \"apt-get must not run: $*\" >&2\nexit 97\n";
 
-/// A log like cargo's when the first test binary passed and the second was killed mid-way.
+/// A log like nextest's when some tests passed and the runner was killed mid-way: no summary.
 const KILLED: &str = "\
-running 3 tests
-test a::one ... ok
-test a::two ... ok
-test a::three ... ok
-
-test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s
-
-running 40 tests
-test b::one ... ok
-test b::two ... ok
+    Starting 43 tests across 2 binaries
+        PASS [   0.010s] a a::one
+        PASS [   0.011s] a a::two
+        PASS [   0.012s] a a::three
 ";
 
+/// A failure in the summary (whatever the exit status says).
 const FAILED: &str = "\
-running 5 tests
-test a::one ... ok
-test a::two ... FAILED
-
-failures:
-    a::two
-
-test result: FAILED. 4 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s
+    Starting 5 tests across 1 binary
+        PASS [   0.010s] a a::one
+        FAIL [   0.011s] a a::two
+     Summary [   0.050s] 5 tests run: 4 passed, 1 failed, 0 skipped
 ";
 
 const PASSED: &str = "\
-running 5 tests
-test a::one ... ok
-
-test result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s
+    Starting 5 tests across 1 binary
+        PASS [   0.010s] a a::one
+     Summary [   0.050s] 5 tests run: 5 passed, 0 skipped
 ";
 
 fn write_exe(path: &Path, text: &str) {
@@ -113,30 +107,30 @@ fn describe(out: &Output, calls: &str) -> String {
     )
 }
 
-/// The script got as far as `cargo test` (so its verdict is about the tests, not an earlier step).
+/// The script got as far as the test run (so its verdict is about the tests, not an earlier step).
 fn ran_the_tests(calls: &str) -> bool {
     calls
         .lines()
-        .any(|l| l.starts_with("test ") && l.contains("--workspace"))
+        .any(|l| l.starts_with("nextest run") && l.contains("--workspace"))
 }
 
 #[test]
-fn a_cargo_test_killed_with_a_partial_log_fails_the_run() {
+fn a_test_run_killed_with_a_partial_log_fails_the_run() {
     let (out, calls) = run_script(&the_script(), KILLED, 137);
     let what = describe(&out, &calls);
     assert!(ran_the_tests(&calls), "{what}");
     assert!(
         !out.status.success(),
-        "an OOM-killed cargo test passed CI\n{what}"
+        "an OOM-killed test run passed CI\n{what}"
     );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("137"),
-        "the failure names cargo's status\n{what}"
+        "the failure names the runner's status\n{what}"
     );
 }
 
 #[test]
-fn a_failed_summary_fails_the_run_even_when_cargo_exits_zero() {
+fn a_failed_summary_fails_the_run_even_when_the_runner_exits_zero() {
     let (out, calls) = run_script(&the_script(), FAILED, 0);
     let what = describe(&out, &calls);
     assert!(ran_the_tests(&calls), "{what}");
@@ -152,5 +146,16 @@ fn a_passing_run_passes() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("5 passed, 0 failed"),
         "{what}"
+    );
+}
+
+#[test]
+fn a_run_without_a_summary_fails_even_when_the_runner_exits_zero() {
+    let (out, calls) = run_script(&the_script(), KILLED, 0);
+    let what = describe(&out, &calls);
+    assert!(ran_the_tests(&calls), "{what}");
+    assert!(
+        !out.status.success(),
+        "a run that never printed its summary passed CI\n{what}"
     );
 }
