@@ -1,26 +1,33 @@
 //! `auditrail verify --recordings DIR`: checks every session recording in DIR (`<sid>.raw`, `<sid>.cast`,
 //! `<sid>.done`) against the digests that the recorder's events carry (`session.end`'s final digests and the
-//! `auditrail.recording` checkpoints' prefix digests), read from the same inputs as the chain check.
+//! `auditrail.recording` checkpoints' prefix digests), read from the same NDJSON inputs as the chain check.
 //!
-//! Only events whose chain verifies vouch for a recording: the event's own hash recomputes from its content,
-//! no second copy of its seq differs (a conflict: one is forged), and the links on both sides of it hold (an
-//! event edited and re-hashed breaks the next event's link). An event that fails any of these is counted as
-//! untrusted for its sid and its digests are ignored; a recording that only untrusted (or unchained) events
-//! name is *unverifiable*, which is tampering: nothing left proves it. Events after their stream's last good
-//! seal are trusted as the chain verify trusts its unsealed tail (intact so far, not yet signed) and counted
-//! per recording, so a reader sees which verdicts no signature covers yet.
+//! Only events whose chain verifies vouch for a recording ([`Chains::trust`]): the event's own hash
+//! recomputes from its content, no second copy of its seq differs, and either a good seal signs it (every
+//! link from it up to the seal holds, with no conflicting copy on the way: the seal signs the hash of the
+//! event before it, so it signs this one through the links) or, in the unsealed tail, the links on both of
+//! its sides hold (trusted as the chain check trusts its unsealed tail; such events are counted per
+//! recording). So an event edited in place, or edited and re-hashed (which breaks the next event's link),
+//! vouches for nothing, and neither does what no good seal signs before a broken link. Events that do not
+//! vouch are listed per recording and their digests ignored; the verdict comes from the others, and a
+//! recording that a tampered event names is not ok (exit 1) whatever its files show. A recording that only
+//! such events (or unchained ones) name is *unverifiable*.
 //!
 //! Verdicts, per file then per recording (the worst file wins): *intact* (session.end's sizes and SHA-256s
 //! match; also when the recording was cut at `max_bytes`, which the report names with its reason),
-//! *unfinished* (no session.end: the prefix up to the last matching checkpoint is proven, the rest unproven,
-//! not tampered), *truncated*, *altered* (the last checkpoint whose prefix still matches is named: the change
-//! is after it), *missing*, *unreadable*, and per recording *unrecorded* (files no event names) and
-//! *unverifiable*. Anything but intact or unfinished makes the exit status 1.
+//! *unfinished* (no session.end, as after a kill -9: the prefix up to the last matching checkpoint is proven,
+//! the rest unproven, not tampered), *truncated* (shorter than session.end or the last checkpoint says),
+//! *altered* (a digest differs, or bytes follow session.end's end; the last checkpoint whose prefix still
+//! matches is named: the change is after it), *missing*, *unreadable*; per recording also *unrecorded*
+//! (files no event names: nothing in the audit trail vouches for them), *unverifiable*, *conflicting*
+//! (two verified session.ends disagree) and *not recorded* (the recorder reported why, and no file is
+//! there). Intact, unfinished and not recorded leave the exit status 0; anything else makes it 1.
 //!
-//! Files are streamed once each, in constant memory: every checkpoint's prefix digest comes from the one pass,
-//! by cloning the SHA-256 state at each checkpoint's offset. Nothing in DIR is followed out of it: symbolic
-//! links and non-regular files are reported, not opened; names that are not UTF-8 or not a valid sid are
-//! reported and skipped; a sid from an event builds a path only after it is checked.
+//! Files are streamed once each, in constant memory: every checkpoint's prefix digest comes from the one
+//! pass, by cloning the SHA-256 state at each checkpoint's offset. Nothing in DIR is followed out of it:
+//! symbolic links and non-regular files are reported, not opened (and files are opened with `O_NOFOLLOW`);
+//! names that are not UTF-8 or not a valid sid are reported and skipped; a sid from an event names a file
+//! only after it is checked.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -40,7 +47,7 @@ use super::VerifyArgs;
 
 /// The most recording events (session.start/end, auditrail.recording) kept from the inputs; beyond it verify
 /// stops with an input error rather than grow without bound (a checkpoint every 10 s is 8,640 a day).
-pub const MAX_EVENTS: usize = 4_000_000;
+pub const MAX_EVENTS: usize = 1_000_000;
 /// The most problems listed.
 const MAX_PROBLEMS: usize = 50;
 /// How much of a recording is read at once.
@@ -1246,5 +1253,223 @@ pub fn main(args: VerifyArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auditrail_core::integrity::verify::{BadSeal, StreamReport};
+
+    fn sha(b: &[u8]) -> Hash {
+        Sha256::digest(b).into()
+    }
+
+    fn d(b: &[u8]) -> Digest {
+        Digest {
+            bytes: b.len() as u64,
+            sha: sha(b),
+        }
+    }
+
+    #[test]
+    fn sids_are_checked_before_they_name_files() {
+        assert!(valid_sid("0192f1c4-7e3a-7000-8000-0123456789ab"));
+        assert!(valid_sid(&"a".repeat(128)));
+        for bad in ["", "../x", "a/b", "a.b", "é", " a", &"a".repeat(129)] {
+            assert!(!valid_sid(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn one_pass_gives_every_prefix_digest_across_read_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.raw");
+        let data: Vec<u8> = (0..(READ_CHUNK * 2 + 777))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        std::fs::write(&p, &data).unwrap();
+        let offsets: BTreeSet<u64> = [
+            0,
+            1,
+            READ_CHUNK as u64 - 1,
+            READ_CHUNK as u64,
+            READ_CHUNK as u64 + 1,
+            2 * READ_CHUNK as u64 + 5,
+            data.len() as u64,
+            data.len() as u64 + 10,
+        ]
+        .into();
+        let h = hash_file(&p, &offsets).unwrap();
+        assert_eq!(h.size, data.len() as u64);
+        for o in offsets {
+            if o <= data.len() as u64 {
+                assert_eq!(h.at[&o], sha(&data[..o as usize]), "offset {o}");
+            } else {
+                assert!(!h.at.contains_key(&o));
+            }
+        }
+    }
+
+    #[test]
+    fn links_fifos_and_unreadable_files_are_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t");
+        std::fs::write(&target, b"abc").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("s-1.raw")).unwrap();
+        let fifo = dir.path().join("s-2.raw");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Opened directly (a race with a swap after the listing): O_NOFOLLOW, and no blocking on the fifo.
+        assert!(hash_file(&dir.path().join("s-1.raw"), &BTreeSet::new()).is_err());
+        assert_eq!(
+            hash_file(&fifo, &BTreeSet::new()).err().unwrap(),
+            "not a regular file"
+        );
+        let mut problems = Vec::new();
+        let listed = list_dir(dir.path(), &mut problems).unwrap();
+        assert!(
+            matches!(listed["s-1"].raw, Some(Entry::Refused(ref w)) if w.contains("symbolic link"))
+        );
+        assert!(
+            matches!(listed["s-2"].raw, Some(Entry::Refused(ref w)) if w == "not a regular file")
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("/t: not a recording file")),
+            "{problems:?}"
+        );
+    }
+
+    fn file_verdict(content: &[u8], end: Option<&[u8]>, points: &[&[u8]]) -> FileReport {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.raw");
+        std::fs::write(&p, content).unwrap();
+        let points: Vec<Digest> = points.iter().map(|b| d(b)).collect();
+        judge_file("raw", Some(&Entry::File(p)), end.map(d), &points)
+    }
+
+    #[test]
+    fn file_verdicts() {
+        let full: &[u8] = b"0123456789abcdefghij";
+        let cps: [&[u8]; 2] = [&full[..5], &full[..12]];
+        let r = file_verdict(full, Some(full), &cps);
+        assert_eq!((r.verdict, r.proven_bytes), (FileVerdict::Intact, 20));
+        // Shorter than session.end: truncated, proven to the last checkpoint within it.
+        let r = file_verdict(&full[..15], Some(full), &cps);
+        assert_eq!((r.verdict, r.proven_bytes), (FileVerdict::Truncated, 12));
+        // Same length, one byte changed after the second checkpoint.
+        let mut x = full.to_vec();
+        x[14] ^= 1;
+        let r = file_verdict(&x, Some(full), &cps);
+        assert_eq!(r.verdict, FileVerdict::Altered);
+        assert_eq!(r.last_matching_checkpoint, Some(12));
+        // ... before the first one: no checkpoint matches.
+        let mut x = full.to_vec();
+        x[1] ^= 1;
+        let r = file_verdict(&x, Some(full), &cps);
+        assert_eq!(
+            (r.verdict, r.last_matching_checkpoint),
+            (FileVerdict::Altered, None)
+        );
+        // Bytes appended after the end.
+        let r = file_verdict(b"0123456789abcdefghijXX", Some(full), &cps);
+        assert_eq!(r.verdict, FileVerdict::Altered);
+        assert!(r.detail.contains("2 bytes appended"), "{}", r.detail);
+        // No session.end: proven prefix and unproven tail; shorter than the last checkpoint is tampering.
+        let r = file_verdict(full, None, &cps);
+        assert_eq!(
+            (r.verdict, r.proven_bytes, r.unproven_bytes),
+            (FileVerdict::Unfinished, 12, 8)
+        );
+        let r = file_verdict(&full[..10], None, &cps);
+        assert_eq!((r.verdict, r.proven_bytes), (FileVerdict::Truncated, 5));
+        let r = file_verdict(&x, None, &cps);
+        assert_eq!(r.verdict, FileVerdict::Altered);
+        let r = file_verdict(full, None, &[]);
+        assert_eq!(
+            (r.verdict, r.proven_bytes, r.unproven_bytes),
+            (FileVerdict::Unfinished, 0, 20)
+        );
+        let r = judge_file("raw", None, Some(d(full)), &[]);
+        assert_eq!(r.verdict, FileVerdict::Missing);
+    }
+
+    fn chains(broken: &[u64], conflicts: &[u64], seals: &[u64], bad: &[u64]) -> Chains {
+        let report = Report {
+            ok: false,
+            streams: vec![StreamReport {
+                stream: "n/s".into(),
+                broken_links: broken.to_vec(),
+                conflicts: conflicts.to_vec(),
+                bad_seals: bad
+                    .iter()
+                    .map(|&seq| BadSeal {
+                        seq,
+                        reason: "x".into(),
+                    })
+                    .collect(),
+                ..StreamReport::default()
+            }],
+            unchained: 0,
+            unreadable: 0,
+            problems: Vec::new(),
+        };
+        let seals: Vec<SealSeen> = seals
+            .iter()
+            .map(|&seq| SealSeen {
+                stream: "n/s".into(),
+                seq,
+                valid: true,
+            })
+            .collect();
+        Chains::new(&report, &seals)
+    }
+
+    #[test]
+    fn what_a_seal_signs_vouches_and_a_break_before_the_seal_does_not() {
+        // Seals at 4 and 8; event 6 was replaced and re-hashed, so 7's link to it is broken, and seal 8 is bad.
+        let c = chains(&[7], &[], &[4, 8, 12], &[8]);
+        assert_eq!(c.trust("n/s", 2), Ok(true));
+        assert!(c.trust("n/s", 5).unwrap_err().contains("seq 7"));
+        assert!(c
+            .trust("n/s", 6)
+            .unwrap_err()
+            .contains("does not link to it"));
+        // 7 itself is signed by seal 12 through 8..11, whose links hold.
+        assert_eq!(c.trust("n/s", 7), Ok(true));
+        // After the last seal: the unsealed tail, trusted while its links hold.
+        assert_eq!(c.trust("n/s", 14), Ok(false));
+        let c = chains(&[15], &[10], &[4], &[]);
+        assert!(c.trust("n/s", 14).is_err());
+        assert!(c.trust("n/s", 15).is_err());
+        assert!(c.trust("n/s", 10).unwrap_err().contains("second copy"));
+        assert!(c.trust("x/y", 1).is_err());
+    }
+
+    #[test]
+    fn only_recording_events_are_kept_and_bad_ones_are_reported() {
+        let mut c = Collector::default();
+        let h = "ab".repeat(32);
+        let text = format!(
+            concat!(
+                "{{\"event\":\"user.login\",\"sid\":\"a\"}}\n",
+                "{{\"event\":\"session.start\",\"sid\":\"s-1\",\"uid\":\"u\"}}\n",
+                "{{\"event\":\"session.end\",\"sid\":\"s-1\",\"raw_bytes\":3,\"raw_sha256\":\"{h}\",\"cast_bytes\":4,\"cast_sha256\":\"{h}\"}}\n",
+                "{{\"event\":\"session.end\",\"sid\":\"s-2\",\"raw_bytes\":-3,\"raw_sha256\":\"{h}\",\"cast_bytes\":4,\"cast_sha256\":\"{h}\"}}\n",
+                "{{\"event\":\"auditrail.recording\",\"sid\":\"s-1\",\"kind\":\"checkpoint\",\"raw_bytes\":3,\"raw_sha256\":\"zz\",\"cast_bytes\":4,\"cast_sha256\":\"{h}\"}}\n",
+                "{{\"event\":\"auditrail.recording\",\"sid\":\"s/1\",\"kind\":\"checkpoint\"}}\n",
+                "not json \"session.end\"\n",
+            ),
+            h = h
+        );
+        c.scan(text.as_bytes(), "in", 1);
+        assert_eq!(c.events.len(), 2);
+        assert!(c.events.iter().all(|e| e.chain.is_none() && e.sid == "s-1"));
+        assert_eq!(c.problems.len(), 3, "{:?}", c.problems);
+        assert!(c.problems[0].starts_with("in:4: session.end for sid s-2: `raw_bytes`"));
+        assert!(c.problems[1].contains("`raw_sha256` is not a SHA-256"));
+        assert!(c.problems[2].contains("not a valid sid"));
     }
 }
