@@ -406,6 +406,7 @@ fn tampering_is_named_exactly_and_the_rest_verify_intact() {
     // The text report names the same, and exits the same.
     let (code, text) = verify_recordings(d, &recs, &[&out], false);
     assert_eq!(code, 1, "{text}");
+    println!("{text}");
     for line in [
         "recording s-flip: ALTERED",
         "recording s-trunc: TRUNCATED",
@@ -607,4 +608,19 @@ fn bad_input_is_reported_never_a_crash() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&bad.display().to_string()), "{err}");
     }
+    // Events from Elasticsearch or Kafka are not read for recordings yet: refused, not ignored.
+    let out = Command::new(binary())
+        .arg("verify")
+        .arg("--key")
+        .arg(d.join("keys/auditrail.pub"))
+        .arg("--recordings")
+        .arg(&recs)
+        .args(["--elasticsearch", "http://127.0.0.1:9", "--index", "audit"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NDJSON inputs"),
+        "{out:?}"
+    );
 }
