@@ -11,6 +11,7 @@
 pub mod credentials;
 pub mod elasticsearch;
 pub mod kafka;
+pub mod recordings;
 mod walk;
 
 use std::io::{Read, Write};
@@ -64,6 +65,10 @@ pub struct VerifyArgs {
     /// started. Nothing is committed.
     #[arg(long, value_name = "T", requires = "kafka")]
     pub topic: Option<String>,
+    /// Also check the session recordings in this directory (`<sid>.raw`, `.cast`, `.done`) against the
+    /// digests in the verified events read from the inputs (see `recordings`).
+    #[arg(long, value_name = "DIR")]
+    pub recordings: Option<PathBuf>,
     /// NDJSON files, or directories whose files (all of them, recursively, but hidden ones) are read;
     /// `-` for standard input.
     #[arg(value_name = "INPUT")]
@@ -72,6 +77,9 @@ pub struct VerifyArgs {
 
 /// Runs `auditrail verify` and prints the report; returns the exit status.
 pub fn main(args: VerifyArgs) -> ExitCode {
+    if args.recordings.is_some() {
+        return recordings::main(args);
+    }
     let report = match run(&args) {
         Ok(r) => r,
         Err(e) => {
@@ -102,6 +110,14 @@ pub fn main(args: VerifyArgs) -> ExitCode {
 
 /// Verifies every input of `args`; an `Err` is a usage or input error, not a verdict.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<Report> {
+    run_tapped(args, None)
+}
+
+/// [`run`], also handing every NDJSON line read to `tap` (the recordings check's events).
+pub fn run_tapped(
+    args: &VerifyArgs,
+    mut tap: Option<&mut recordings::Collector>,
+) -> anyhow::Result<Report> {
     // Refused before anything is read, so a secret on the command line is never used.
     let creds = credentials::Credentials::gather(
         args.es_api_key.is_some(),
@@ -121,10 +137,10 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Report> {
         if input.as_os_str() == "-" {
             anyhow::ensure!(!stdin_used, "`-` (standard input) is named twice");
             stdin_used = true;
-            feed_reader(&mut verifier, std::io::stdin(), "-")
+            feed_reader(&mut verifier, std::io::stdin(), "-", tap.as_deref_mut())
                 .context("cannot read standard input")?;
         } else {
-            feed_path(&mut verifier, input)?;
+            feed_path(&mut verifier, input, tap.as_deref_mut())?;
         }
     }
     if let (Some(url), Some(index)) = (&args.elasticsearch, &args.index) {
@@ -137,13 +153,17 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Report> {
 }
 
 /// Feeds a file, or every file under a directory (sorted; hidden names skipped; see [`walk`] for links).
-pub fn feed_path(verifier: &mut Verifier, path: &Path) -> anyhow::Result<()> {
+pub fn feed_path(
+    verifier: &mut Verifier,
+    path: &Path,
+    mut tap: Option<&mut recordings::Collector>,
+) -> anyhow::Result<()> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
     if !meta.is_dir() {
         let file = std::fs::File::open(path)
             .with_context(|| format!("{}: cannot open", path.display()))?;
-        return feed_reader(verifier, file, &path.display().to_string())
+        return feed_reader(verifier, file, &path.display().to_string(), tap)
             .with_context(|| format!("{}: cannot read", path.display()));
     }
     let walked = walk::files(path)?;
@@ -159,18 +179,20 @@ pub fn feed_path(verifier: &mut Verifier, path: &Path) -> anyhow::Result<()> {
     for f in files {
         let file =
             std::fs::File::open(&f).with_context(|| format!("{}: cannot open", f.display()))?;
-        feed_reader(verifier, file, &f.display().to_string())
+        feed_reader(verifier, file, &f.display().to_string(), tap.as_deref_mut())
             .with_context(|| format!("{}: cannot read", f.display()))?;
     }
     Ok(())
 }
 
 /// Feeds NDJSON from `reader`, labelled `label` in messages. Reading runs on its own thread, one chunk ahead
-/// of the examination; the two buffers go back and forth, so nothing is allocated per chunk.
+/// of the examination; the two buffers go back and forth, so nothing is allocated per chunk. `tap`, when
+/// given, sees the same lines.
 pub fn feed_reader(
     verifier: &mut Verifier,
     reader: impl Read + Send,
     label: &str,
+    mut tap: Option<&mut recordings::Collector>,
 ) -> std::io::Result<()> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(1);
     let (give_back, take_back) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -180,6 +202,9 @@ pub fn feed_reader(
         for piece in rx {
             match piece {
                 Piece::Lines(buf, len) => {
+                    if let Some(t) = tap.as_deref_mut() {
+                        t.scan(&buf[..len], label, line);
+                    }
                     line += verifier.feed_ndjson(&buf[..len], label, line);
                     let _ = give_back.send(buf);
                 }
