@@ -254,6 +254,8 @@ fn bad_requests_get_an_error_and_limits_hold() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let api = free_port();
+    // nobody connects too (below): the path to data_dir must be passable.
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
     let mut agent = Agent::start(d, &config(d, api, "[sessions]\nmax_per_uid = 2\n"), api);
     let socket = d.join("data/sessions.sock");
     let bad = raw_request(&socket, b"{\"sid\":\"../../etc\"}\n");
@@ -305,6 +307,21 @@ fn bad_requests_get_an_error_and_limits_hold() {
     );
     two.finish();
     four.finish();
+    // One user holding connections open without asking is cut off at 8; others' requests are not starved.
+    let held: Vec<UnixStream> = (0..8)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let busy = raw_request(&socket, b"{\"sid\":\"x\"}\n");
+    assert!(busy["error"].as_str().unwrap().contains("busy"), "{busy}");
+    let nobody = Client::start(&socket, &format!("{base}n"), Some(NOBODY));
+    assert!(
+        nobody.reply()["cgroup_id"].is_u64(),
+        "another uid is admitted: {:?}",
+        nobody.lines
+    );
+    nobody.finish();
+    drop(held);
     assert!(agent.alive());
     assert!(agent.terminate(Duration::from_secs(30)).success());
 }

@@ -9,7 +9,7 @@
 //! a validated sid that no live session holds. Pid reuse between `connect` and the move is closed with a pidfd
 //! of the peer (`SO_PEERPIDFD`, or `pidfd_open` checked against the peer's uid on older kernels): the move is
 //! kept only if that very process is still alive after it. Everything a caller controls is bounded: the request
-//! (4 KiB, 5 s), connections still handshaking (64), sessions (`max_sessions`, `max_per_uid`).
+//! (4 KiB, 5 s), connections still handshaking (64, and 8 per uid), sessions (`max_sessions`, `max_per_uid`).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -33,8 +33,10 @@ use super::{shared_dirs, sid};
 pub const MAX_REQUEST: usize = 4096;
 /// How long a client has to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections that have not been admitted yet, at most.
+/// Connections that have not been admitted yet, at most; and per uid, so that one user holding connections
+/// open cannot keep everyone else's sessions out of their cgroups.
 const MAX_HANDSHAKES: usize = 64;
+const MAX_HANDSHAKES_PER_UID: usize = 8;
 /// When the connection's own task retries the removal of its cgroup; the sweep does the rest.
 const REMOVE_RETRIES: [Duration; 4] = [
     Duration::from_millis(20),
@@ -80,7 +82,42 @@ struct State {
     registry: Arc<Registry>,
     cgroups: Result<CgroupRoot, String>,
     handshakes: Arc<Semaphore>,
+    handshakes_by_uid: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
     errors: Counters,
+}
+
+/// One uid's handshake slot, given back on drop.
+struct UidSlot<'a>(&'a State, u32);
+
+impl<'a> UidSlot<'a> {
+    fn take(state: &'a State, uid: u32) -> Option<UidSlot<'a>> {
+        let mut m = state
+            .handshakes_by_uid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(uid).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_UID {
+            return None;
+        }
+        *n += 1;
+        Some(UidSlot(state, uid))
+    }
+}
+
+impl Drop for UidSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .0
+            .handshakes_by_uid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
 }
 
 struct Counters;
@@ -145,6 +182,7 @@ pub fn start(
         registry: Arc::clone(&registry),
         cgroups,
         handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+        handshakes_by_uid: Default::default(),
         errors: Counters,
     });
     let sweep = config.sweep_interval.0;
@@ -201,15 +239,6 @@ fn sweep_once(state: &State) {
 }
 
 async fn handle(mut stream: UnixStream, state: Arc<State>, mut shutdown: Shutdown) {
-    let Ok(_permit) = Arc::clone(&state.handshakes).try_acquire_owned() else {
-        state.errors.refused("busy");
-        reply_error(
-            &mut stream,
-            "the agent is busy with other session requests; try again",
-        )
-        .await;
-        return;
-    };
     let cred = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => {
@@ -218,6 +247,19 @@ async fn handle(mut stream: UnixStream, state: Arc<State>, mut shutdown: Shutdow
         }
     };
     let (uid, pid) = (cred.uid(), cred.pid().unwrap_or(0));
+    let permits = (
+        Arc::clone(&state.handshakes).try_acquire_owned().ok(),
+        UidSlot::take(&state, uid),
+    );
+    let (Some(_permit), Some(_uid_slot)) = permits else {
+        state.errors.refused("busy");
+        reply_error(
+            &mut stream,
+            "the agent is busy with other session requests (of this user or all users); try again",
+        )
+        .await;
+        return;
+    };
     // Taken before anything else, so that it names the process that connected.
     let pidfd = peer_pidfd(stream.as_raw_fd());
     let request = match read_request(&mut stream).await {
@@ -238,7 +280,7 @@ async fn handle(mut stream: UnixStream, state: Arc<State>, mut shutdown: Shutdow
             return;
         }
     };
-    drop(_permit);
+    drop((_permit, _uid_slot));
     let reply = serde_json::json!({"cgroup_id": entry.cgroup_id, "path": entry.cgroup_path});
     tracing::info!(sid = %entry.sid, uid, pid, cgroup_id = entry.cgroup_id, path = %entry.cgroup_path.display(), "session joined its cgroup");
     if stream

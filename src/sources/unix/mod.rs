@@ -80,30 +80,28 @@ pub fn build(config: UnixSourceConfig, cx: SourceContext) -> Result<SourceTask, 
 }
 
 async fn accept_loop(listener: UnixListener, path: std::path::PathBuf, cx: SourceContext) {
-    {
-        let mut shutdown = cx.shutdown.clone();
-        let mut connections = tokio::task::JoinSet::new();
-        let mut n = 0u64;
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        n += 1;
-                        let peer = stream.peer_cred().map_or_else(|_| String::new(), |c| format!(" (uid {} pid {})", c.uid(), c.pid().unwrap_or(0)));
-                        let conn = Connection { ingest: Arc::clone(&cx.ingest), fanout: cx.fanout.clone(), location: format!("unix {} connection {n}", path.display()), peer };
-                        let shutdown = cx.shutdown.clone();
-                        connections.spawn(conn.run(stream, shutdown));
-                    }
-                    Err(e) => tracing::warn!(source = %cx.name, error = %e, "accept failed"),
-                },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            }
+    let mut shutdown = cx.shutdown.clone();
+    let mut connections = tokio::task::JoinSet::new();
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    n += 1;
+                    let peer = stream.peer_cred().map_or_else(|_| String::new(), |c| format!(" (uid {} pid {})", c.uid(), c.pid().unwrap_or(0)));
+                    let conn = Connection { ingest: Arc::clone(&cx.ingest), fanout: cx.fanout.clone(), location: format!("unix {} connection {n}", path.display()), peer };
+                    let shutdown = cx.shutdown.clone();
+                    connections.spawn(conn.run(stream, shutdown));
+                }
+                Err(e) => tracing::warn!(source = %cx.name, error = %e, "accept failed"),
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
-        drop(listener);
-        let _ = std::fs::remove_file(&path);
-        while connections.join_next().await.is_some() {}
     }
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+    while connections.join_next().await.is_some() {}
 }
 
 /// Removes a socket file nobody listens on; refuses to touch anything else.
