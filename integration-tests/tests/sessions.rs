@@ -525,3 +525,56 @@ fn without_cgroups_the_agent_runs_and_says_why() {
     assert!(log.contains("without cgroups"), "{log}");
     assert!(agent.terminate(Duration::from_secs(30)).success());
 }
+
+#[test]
+fn a_group_socket_admits_its_group_only() {
+    if !root_or_skip("socket group test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let api = free_port();
+    let cfg = config(d, api, "").replace(
+        "type = \"unix\"\n",
+        &format!("type = \"unix\"\nmode = 0o660\ngroup = {NOBODY}\n"),
+    );
+    let agent = Agent::start(d, &cfg, api);
+    let events = d.join("data/events.sock");
+    let meta = std::fs::metadata(&events).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), NOBODY);
+    assert_eq!(
+        std::fs::metadata(d.join("data"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o711,
+        "search only"
+    );
+    let send = |uid: u32, gid: u32, event_uid: &str| {
+        let script = format!(
+            "import socket, sys\ns = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\ns.connect(sys.argv[1])\ns.sendall(b'{}\\n')\ns.close()\n",
+            good(event_uid).trim_end()
+        );
+        Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .arg(&events)
+            .uid(uid)
+            .gid(gid)
+            .current_dir("/")
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    // A member of the group (by its primary gid) may write; a user outside it may not connect.
+    assert!(send(NOBODY, NOBODY, "member").success());
+    assert!(!send(12345, 12345, "outsider").success());
+    wait_for(Duration::from_secs(10), "the member's event", || {
+        uids_so_far(&d.join("out")).contains_key("member")
+    });
+    assert!(!uids_so_far(&d.join("out")).contains_key("outsider"));
+    assert!(agent.terminate(Duration::from_secs(30)).success());
+}

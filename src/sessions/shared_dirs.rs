@@ -10,8 +10,8 @@
 //!   directory that already exists is left as the operator made it; a world-writable one without the sticky bit
 //!   is warned about (anyone could delete anyone's recording or spool).
 //! - **Reaching them**: a socket or drop directory under `data_dir` is unreachable while `data_dir` is 0700, so
-//!   the agent adds the search bit (`x`, not `r` or `w`) for the users the socket's mode admits to `data_dir` and
-//!   every directory between it and the shared path. Search alone lets them open a name they already know;
+//!   the agent adds the search bit (`x`, not `r` or `w`, for group and others) to `data_dir` and every
+//!   directory between it and the shared path. Search alone lets them open a name they already know;
 //!   every file of the agent's own is 0600, so nothing else becomes readable. Directories above `data_dir`
 //!   (or on a path outside it) are not changed; when they block the way, a warning says which one.
 
@@ -68,20 +68,15 @@ fn create_drop_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Adds the search bit for whoever `mode` lets in (others and/or group) to `dir` and each of its ancestors down
-/// from `data_dir`, when `dir` is `data_dir` or below it; above it (or outside it) only warns when a directory
-/// blocks the way.
+/// Adds the search bit (for group and others) to `dir` and each of its ancestors down from `data_dir`, when
+/// `mode` shares the socket or directory with anyone and `dir` is `data_dir` or below it; above it (or outside
+/// it) only warns when a directory blocks the way. Others get it even for a group-only socket: the directories'
+/// group is rarely the socket's, and search alone reveals nothing (the socket's own mode admits or refuses).
 pub fn make_reachable(dir: &Path, data_dir: &Path, mode: u32) {
-    let mut need = 0;
-    if mode & 0o006 != 0 {
-        need |= 0o001;
-    }
-    if mode & 0o060 != 0 {
-        need |= 0o010;
-    }
-    if need == 0 {
+    if mode & 0o066 == 0 {
         return;
     }
+    let need = 0o011;
     let inside = dir.starts_with(data_dir);
     for d in dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
         let ours = inside && d.starts_with(data_dir);
@@ -125,12 +120,12 @@ mod tests {
         // A second start changes nothing.
         prepare_drop_dir(&spool, &data).unwrap();
         assert_eq!(mode(&data), 0o711);
-        // A group-only socket adds only the group's search bit.
+        // A group-only socket too: the directories' group is not the socket's.
         let sub = dir.path().join("data2/run");
         auditrail_core::private_fs::create_dir_all(&sub).unwrap();
         make_reachable(&sub, &dir.path().join("data2"), 0o660);
-        assert_eq!(mode(&sub), 0o710);
-        assert_eq!(mode(&dir.path().join("data2")), 0o710);
+        assert_eq!(mode(&sub), 0o711);
+        assert_eq!(mode(&dir.path().join("data2")), 0o711);
         // A private socket changes nothing.
         let sub3 = dir.path().join("data3");
         auditrail_core::private_fs::create_dir_all(&sub3).unwrap();
