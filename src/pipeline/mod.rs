@@ -1,8 +1,8 @@
 //! The running topology: sources → fan-out → one buffer per sink → sinks, and the order things stop in.
 //!
 //! Start: every sink and its buffer first, then every source with a fan-out to the buffers of the sinks that
-//! read it, then the API. Everything that can fail (binding sockets, damaged checkpoints) fails before the agent
-//! says it is ready.
+//! read it, then the sessions socket (`[sessions]`, see [`crate::sessions`]), then the API. Everything that can
+//! fail (binding sockets, damaged checkpoints) fails before the agent says it is ready.
 //!
 //! Stop (SIGTERM/SIGINT): sources stop reading and drop their fan-outs; each buffer closes when its last
 //! source is gone, and each sink drains it and returns. Sinks get `shutdown_timeout` for that; a sink still
