@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod integrity;
 pub mod pipeline;
+pub mod sessions;
 pub mod sources;
 pub mod systemd;
 pub mod verify;

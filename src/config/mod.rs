@@ -49,6 +49,8 @@ pub struct Config {
     pub integrity: Option<crate::integrity::IntegrityConfig>,
     /// `[dead_letter]`: the bounds of every component's dead-letter files.
     pub dead_letter: DeadLetterConfig,
+    /// `[sessions]`: the sessions socket and session cgroups, if configured.
+    pub sessions: Option<crate::sessions::SessionsConfig>,
 }
 
 /// `[api]`: where `/metrics` and `/health` are served.
@@ -95,6 +97,8 @@ struct ConfigFile {
     /// Default: `max_size = "16MiB"`, `max_files = 4`.
     #[serde(default)]
     dead_letter: Option<Spanned<DeadLetterConfig>>,
+    #[serde(default)]
+    sessions: Option<Spanned<crate::sessions::SessionsConfig>>,
 }
 
 /// The keys every sink has; `type` and the rest go to [`SinkConfig`].
@@ -430,9 +434,21 @@ impl Checker<'_> {
                 d
             }
         };
+        let sessions = match file.sessions {
+            None => None,
+            Some(c) => {
+                let span = c.span();
+                let c = c.into_inner();
+                c.validate().map_err(|(field, message)| {
+                    self.err(span, format!("[sessions] `{field}`: {message}"))
+                })?;
+                Some(c)
+            }
+        };
         Ok(Config {
             integrity,
             dead_letter,
+            sessions,
             data_dir: file.data_dir,
             shutdown_timeout: file.shutdown_timeout.0,
             api: file.api,

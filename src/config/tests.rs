@@ -232,3 +232,67 @@ fn dead_letter_limits_have_safe_defaults_and_are_checked() {
     let e = err(&format!("{GOOD}\n[dead_letter]\nmax_sise = 100\n"));
     assert!(e.contains("unknown field `max_sise`"), "{e}");
 }
+
+#[test]
+fn sessions_table_defaults_and_errors() {
+    let c = parse(GOOD).unwrap();
+    assert!(c.sessions.is_none());
+    let c = parse(&format!("{GOOD}\n[sessions]\n")).unwrap();
+    let s = c.sessions.unwrap();
+    assert_eq!(
+        s.socket_path(&c.data_dir),
+        Path::new("/tmp/x/sessions.sock")
+    );
+    assert_eq!(
+        s.recordings_path(&c.data_dir),
+        Path::new("/tmp/x/recordings")
+    );
+    assert_eq!(s.mode.0, 0o666);
+    assert_eq!((s.max_sessions, s.max_per_uid), (4096, 64));
+    assert_eq!(s.cgroup_root, "auto");
+    let e = err(&format!("{GOOD}\n[sessions]\nmax_per_uid = 0\n"));
+    assert!(
+        e.contains("[sessions] `max_per_uid`: must be at least 1"),
+        "{e}"
+    );
+    let e = err(&format!("{GOOD}\n[sessions]\ncgroup_root = \"rel/path\"\n"));
+    assert!(e.contains("expected \"auto\" or an absolute path"), "{e}");
+    let e = err(&format!("{GOOD}\n[sessions]\nsockett = \"/x\"\n"));
+    assert!(e.contains("unknown field `sockett`"), "{e}");
+    assert!(e.contains("test.toml:"), "{e}");
+}
+
+#[test]
+fn unix_source_mode_group_and_spool() {
+    let text = r#"
+[sources.local]
+type = "unix"
+path = "/tmp/x/events.sock"
+mode = "0666"
+group = "adm"
+spool_dirs = ["/tmp/x/recordings/spool"]
+spool_scan_interval = "5s"
+[sinks.out]
+type = "file"
+inputs = ["local"]
+path = "/tmp/out.ndjson"
+"#;
+    let c = parse(text).unwrap();
+    let SourceConfig::Unix(u) = &c.sources["local"] else {
+        panic!("not a unix source")
+    };
+    assert_eq!(u.mode.0, 0o666);
+    assert_eq!(
+        u.group,
+        Some(crate::sources::unix::SocketGroup::Name("adm".into()))
+    );
+    assert_eq!(u.spool_dirs, [PathBuf::from("/tmp/x/recordings/spool")]);
+    assert_eq!(u.spool_scan_interval.0, Duration::from_secs(5));
+    let e = err(&text.replace("mode = \"0666\"", "mode = 666"));
+    assert!(e.contains("a plain integer like 660 is decimal"), "{e}");
+    let plain = parse(&text.replace("mode = \"0666\"\n", "")).unwrap();
+    let SourceConfig::Unix(u) = &plain.sources["local"] else {
+        panic!()
+    };
+    assert_eq!(u.mode.0, 0o600, "the default stays private");
+}

@@ -1,8 +1,8 @@
 //! The running topology: sources → fan-out → one buffer per sink → sinks, and the order things stop in.
 //!
 //! Start: every sink and its buffer first, then every source with a fan-out to the buffers of the sinks that
-//! read it, then the API. Everything that can fail (binding sockets, damaged checkpoints) fails before the agent
-//! says it is ready.
+//! read it, then the sessions socket (`[sessions]`, see [`crate::sessions`]), then the API. Everything that can
+//! fail (binding sockets, damaged checkpoints) fails before the agent says it is ready.
 //!
 //! Stop (SIGTERM/SIGINT): sources stop reading and drop their fan-outs; each buffer closes when its last
 //! source is gone, and each sink drains it and returns. Sinks get `shutdown_timeout` for that; a sink still
@@ -57,6 +57,9 @@ pub enum PipelineError {
         #[source]
         source: std::io::Error,
     },
+    /// The sessions socket could not start.
+    #[error(transparent)]
+    Sessions(#[from] crate::sessions::server::SessionsError),
     /// The integrity chain could not start.
     #[error(transparent)]
     Integrity(#[from] crate::integrity::IntegrityError),
@@ -79,6 +82,7 @@ pub struct Running {
     api: Option<tokio::task::JoinHandle<()>>,
     sealer: Option<tokio::task::JoinHandle<()>>,
     reporter: tokio::task::JoinHandle<()>,
+    sessions: Option<crate::sessions::server::Sessions>,
 }
 
 /// Starts everything `config` describes.
@@ -189,6 +193,14 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
         source_tasks.spawn(task);
     }
     drop(senders);
+    let sessions = match &config.sessions {
+        Some(c) => Some(crate::sessions::server::start(
+            c,
+            &config.data_dir,
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
     let reporter = tokio::spawn(dead_letters::run(watched, shutdown.clone()));
     // The sealer holds its own fan-outs: buffers close once it has given each stream its last seal.
     let sealer = chains.map(|c| tokio::spawn(c.run_sealer(sealers)));
@@ -211,6 +223,7 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
         api,
         sealer,
         reporter,
+        sessions,
     })
 }
 
@@ -271,6 +284,9 @@ impl Running {
             sealer.abort();
         }
         self.reporter.abort();
+        if let Some(s) = self.sessions {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.task).await;
+        }
         match failure {
             Some(f) => Err(f),
             None => Ok(()),

@@ -1,13 +1,19 @@
 //! The unix source: NDJSON over a unix stream socket, one event per line, for local producers (a login hook,
 //! `auditrail record`). Backpressure is the socket itself: while a `block` buffer is full the connection is not
 //! read, so the writer's `write` blocks or gets `EAGAIN`. Bad lines are counted and dead-lettered with their
-//! connection and line number; they never close the connection.
+//! connection and line number (and the peer's uid and pid, from `SO_PEERCRED`); they never close the connection.
+//!
+//! The socket is `0600` unless `mode`/`group` say otherwise (users' recorders need `0666`, or `0660` with a
+//! group: docs/sessions.md). `spool_dirs` are drained into the same pipeline ([`spool`]).
 
 mod config;
+mod mode;
+mod spool;
 
 pub use config::UnixSourceConfig;
+pub use mode::{SocketGroup, SocketMode};
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -32,38 +38,74 @@ pub fn build(config: UnixSourceConfig, cx: SourceContext) -> Result<SourceTask, 
     if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(listen_err)?;
     }
-    let listener = UnixListener::bind(&config.path).map_err(listen_err)?;
-    std::fs::set_permissions(&config.path, std::fs::Permissions::from_mode(0o600))
-        .map_err(listen_err)?;
-    tracing::info!(source = %cx.name, path = %config.path.display(), "unix source listening");
-    let path = config.path.clone();
-    Ok(Box::pin(async move {
-        let mut shutdown = cx.shutdown.clone();
-        let mut connections = tokio::task::JoinSet::new();
-        let mut n = 0u64;
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        n += 1;
-                        let conn = Connection { ingest: Arc::clone(&cx.ingest), fanout: cx.fanout.clone(), location: format!("unix {} connection {n}", path.display()) };
-                        let shutdown = cx.shutdown.clone();
-                        connections.spawn(conn.run(stream, shutdown));
-                    }
-                    Err(e) => tracing::warn!(source = %cx.name, error = %e, "accept failed"),
-                },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+    for dir in &config.spool_dirs {
+        crate::sessions::shared_dirs::prepare_drop_dir(dir, &cx.data_dir).map_err(|e| {
+            SourceError::State {
+                source_name: cx.name.to_string(),
+                message: format!("spool directory {}: {e}", dir.display()),
             }
+        })?;
+    }
+    let listener = UnixListener::bind(&config.path).map_err(listen_err)?;
+    if let Err(e) = mode::apply(&config.path, config.mode, config.group.as_ref()) {
+        let _ = std::fs::remove_file(&config.path);
+        return Err(listen_err(std::io::Error::new(
+            e.kind(),
+            format!(
+                "setting mode {} / group {:?}: {e}",
+                config.mode, config.group
+            ),
+        )));
+    }
+    if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::sessions::shared_dirs::make_reachable(dir, &cx.data_dir, config.mode.0);
+    }
+    tracing::info!(source = %cx.name, path = %config.path.display(), mode = %config.mode, "unix source listening");
+    let path = config.path.clone();
+    let spool = (!config.spool_dirs.is_empty()).then(|| spool::Spool {
+        dirs: config.spool_dirs.clone(),
+        interval: config.spool_scan_interval.0,
+        ingest: Arc::clone(&cx.ingest),
+    });
+    let spool_task = spool.map(|s| s.run(cx.fanout.clone(), cx.shutdown.clone()));
+    Ok(Box::pin(async move {
+        let accept = accept_loop(listener, path, cx);
+        match spool_task {
+            Some(spool) => {
+                tokio::join!(accept, spool);
+            }
+            None => accept.await,
         }
-        drop(listener);
-        let _ = std::fs::remove_file(&path);
-        while connections.join_next().await.is_some() {}
     }))
 }
 
+async fn accept_loop(listener: UnixListener, path: std::path::PathBuf, cx: SourceContext) {
+    let mut shutdown = cx.shutdown.clone();
+    let mut connections = tokio::task::JoinSet::new();
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    n += 1;
+                    let peer = stream.peer_cred().map_or_else(|_| String::new(), |c| format!(" (uid {} pid {})", c.uid(), c.pid().unwrap_or(0)));
+                    let conn = Connection { ingest: Arc::clone(&cx.ingest), fanout: cx.fanout.clone(), location: format!("unix {} connection {n}", path.display()), peer };
+                    let shutdown = cx.shutdown.clone();
+                    connections.spawn(conn.run(stream, shutdown));
+                }
+                Err(e) => tracing::warn!(source = %cx.name, error = %e, "accept failed"),
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+    while connections.join_next().await.is_some() {}
+}
+
 /// Removes a socket file nobody listens on; refuses to touch anything else.
-fn remove_stale(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_stale(path: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
@@ -87,6 +129,8 @@ struct Connection {
     ingest: Arc<Ingest>,
     fanout: Fanout,
     location: String,
+    /// ` (uid U pid P)` of the writer, for dead-letter records.
+    peer: String,
 }
 
 impl Connection {
@@ -125,6 +169,11 @@ impl Connection {
     }
 
     fn at(&self, number: Option<u64>) -> String {
-        format!("{} line {}", self.location, number.unwrap_or(0))
+        format!(
+            "{} line {}{}",
+            self.location,
+            number.unwrap_or(0),
+            self.peer
+        )
     }
 }
