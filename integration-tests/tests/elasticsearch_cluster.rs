@@ -185,7 +185,13 @@ fn two_nodes_one_killed_mid_run_loses_nothing_and_gets_traffic_again_after_resta
             &[("sink", "es"), ("result", "transient_error")]
         ) > 0.0
     );
-    assert!(agent.log_text().contains("node taken out of the rotation"));
+    let log = agent.log_text();
+    assert!(log.contains("node taken out of the rotation"), "{log}");
+    // The batch of the request that failed on a went straight to b.
+    assert!(
+        log.contains("bulk request failed on this node; sending the batch to the next node now"),
+        "{log}"
+    );
     println!(
         "node a killed mid-run: {} documents on a before the kill, {on_b_before_kill} on b then, {} on b after, {both} on both, {lost} lost; {LATER} later events all on b",
         on_a_before_kill.len(),
