@@ -1,8 +1,9 @@
 //! `auditrail-core`: the vocabulary every auditrail crate shares.
 //!
 //! [`Event`] (raw bytes plus what was parsed once), acknowledgements ([`AckBatch`], [`Finalizer`],
-//! [`EventStatus`]), per-sink buffers, the fan-out, the [`Sink`] trait, dead-letter files, retry timing and the
-//! shutdown signal. Sources and sinks know only these types, never each other.
+//! [`EventStatus`]), per-sink buffers, the fan-out, the [`Sink`] trait, dead-letter files, retry timing, the
+//! shutdown signal, and the component state registry behind `/ready` ([`status`]). Sources and sinks know only
+//! these types, never each other.
 
 pub mod ack;
 pub mod buffer;
@@ -16,6 +17,7 @@ pub mod retry;
 pub mod secret;
 pub mod shutdown;
 pub mod sink;
+pub mod status;
 pub mod units;
 
 pub use ack::{AckBatch, BatchOutcome, EventStatus, Finalizer};

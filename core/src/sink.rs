@@ -17,6 +17,7 @@ use crate::ack::EventStatus;
 use crate::buffer::BufferReceiver;
 use crate::dead_letter::{DeadLetter, DeadLetterConfig, DeadLetterRecord};
 use crate::event::Event;
+use crate::status::{ComponentStatus, Kind};
 
 /// Any error a sink ends with; each sink has its own `thiserror` enum behind it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -35,6 +36,10 @@ pub struct SinkContext {
     pub dead_letter: Arc<DeadLetter>,
     /// The sink's counters, registered up front so that they show zeros before the first event.
     pub metrics: SinkMetrics,
+    /// Its entry in the component registry behind `/ready`: a sink that talks to a server (see
+    /// [`Sink::reports_contact`]) calls `running()` on each success and `error()` on each failed attempt.
+    /// Detached (a registry of its own) unless the pipeline sets it.
+    pub status: ComponentStatus,
 }
 
 /// Counters every sink keeps, labelled with the sink's name.
@@ -92,6 +97,7 @@ impl SinkContext {
             data_dir,
             dead_letter,
             metrics: SinkMetrics::new(name),
+            status: ComponentStatus::detached(Kind::Sink, name),
         }
     }
 
@@ -159,6 +165,14 @@ pub trait Sink: Send + 'static {
     /// Returns an error only for a failure that stops the sink for good (its events are then redelivered by
     /// their sources after a restart, where the source can).
     fn run(self: Box<Self>, input: BufferReceiver, cx: SinkContext) -> SinkFuture;
+
+    /// Whether the sink reports its own contact with a server through [`SinkContext::status`]. `false` (the
+    /// default) for local destinations (file, console, blackhole): the pipeline counts them in contact from the
+    /// start, since a destination they cannot write stops them with an error. A sink that talks to a server
+    /// returns `true`, and is not ready until it has reached it.
+    fn reports_contact(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

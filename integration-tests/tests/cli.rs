@@ -1,4 +1,5 @@
-//! The command line and operator files: `validate`, `--version`, the shipped configs, the systemd unit.
+//! The command line and operator files: `validate`, `--version`, the shipped configs (the systemd unit has its
+//! own tests, in `systemd_unit.rs`).
 
 use std::process::Command;
 
@@ -65,41 +66,4 @@ fn version_is_printed() {
     let (code, stdout, _) = auditrail(&["--version"]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("auditrail "), "{stdout}");
-}
-
-#[test]
-fn systemd_unit_verifies() {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        // scripts/test.sh installs systemd and sets this, so CI never passes without verifying the unit.
-        assert!(
-            std::env::var_os("AUDITRAIL_REQUIRE_SYSTEMD").is_none(),
-            "systemd-analyze is required but missing"
-        );
-        println!("systemd-analyze is not installed here: unit not verified");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let unit = std::fs::read_to_string(workspace_root().join("config/auditrail.service")).unwrap();
-    // Point the unit at the binary under test; everything else is verified as shipped.
-    let unit = unit.replace("/usr/local/bin/auditrail", binary().to_str().unwrap());
-    let path = dir.path().join("auditrail.service");
-    std::fs::write(&path, unit).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let ours: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("auditrail.service"))
-        .collect();
-    assert!(
-        out.status.success() && ours.is_empty(),
-        "systemd-analyze verify: {stderr}"
-    );
 }

@@ -4,6 +4,12 @@
 //! read it, then the sessions socket (`[sessions]`, see [`crate::sessions`]), then the API. Everything that can
 //! fail (binding sockets, damaged checkpoints) fails before the agent says it is ready.
 //!
+//! Every source and sink has an entry in the component registry behind `/ready` ([`auditrail_core::status`]):
+//! a source is `running` once it is built (its sockets bound, its checkpoints loaded) and `stopped` or `failed`
+//! when its task ends; a sink that talks to a server ([`auditrail_core::Sink::reports_contact`]) reports its
+//! own contact and errors, the others (file, console, blackhole) count as in contact from their start, since a
+//! destination they cannot write stops them with an error; a sink that ends is `stopped` or `failed`.
+//!
 //! Stop (SIGTERM/SIGINT): sources stop reading and drop their fan-outs; each buffer closes when its last
 //! source is gone, and each sink drains it and returns. Sinks get `shutdown_timeout` for that; a sink still
 //! running then is stopped, its unacknowledged events count as failed, and the file source does not checkpoint
@@ -19,6 +25,7 @@ use std::time::Duration;
 use auditrail_core::buffer;
 use auditrail_core::dead_letter::DeadLetter;
 use auditrail_core::shutdown::{shutdown_channel, ShutdownTrigger};
+use auditrail_core::status::Registry;
 use auditrail_core::{Fanout, SinkContext};
 use tokio::task::JoinSet;
 
@@ -95,6 +102,7 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
     })?;
     data_dir::check_mode(&config.data_dir);
     let (trigger, shutdown) = shutdown_channel();
+    let components = Registry::new();
     let mut senders: BTreeMap<String, buffer::BufferSender> = BTreeMap::new();
     let mut recoveries = BTreeMap::new();
     let mut ready = Vec::new();
@@ -141,7 +149,13 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
     let mut sinks = JoinSet::new();
     let mut watched = Vec::new();
     for (name, type_name, sink, rx) in ready {
-        let cx = SinkContext::with_dead_letter(&name, config.data_dir.clone(), config.dead_letter);
+        let mut cx =
+            SinkContext::with_dead_letter(&name, config.data_dir.clone(), config.dead_letter);
+        cx.status = components.sink(&name);
+        if !sink.reports_contact() {
+            cx.status.running();
+        }
+        let status = cx.status.clone();
         watched.push(dead_letters::Watched::new(
             cx.dead_letter.clone(),
             vec![senders[&name].clone()],
@@ -149,6 +163,10 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
         tracing::info!(sink = %name, r#type = type_name, "sink started");
         sinks.spawn(async move {
             let r = sink.run(rx, cx).await.map_err(|e| e.to_string());
+            match &r {
+                Ok(()) => status.stopped(),
+                Err(e) => status.failed(e),
+            }
             (name, r)
         });
     }
@@ -180,6 +198,7 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
             }
             None => Fanout::new(outputs),
         };
+        let status = components.source(name);
         let task = sources::build(
             name,
             source,
@@ -190,7 +209,16 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
             dead_letter,
         )
         .await?;
-        source_tasks.spawn(task);
+        status.running();
+        let stopping = shutdown.clone();
+        source_tasks.spawn(async move {
+            task.await;
+            if stopping.is_triggered() {
+                status.stopped();
+            } else {
+                status.failed("the source stopped before shutdown (see the log for its error)");
+            }
+        });
     }
     drop(senders);
     let sessions = match &config.sessions {
@@ -206,7 +234,7 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
     let sealer = chains.map(|c| tokio::spawn(c.run_sealer(sealers)));
     let api = match &config.api {
         Some(api) => Some(
-            crate::api::serve(api.address, trigger.subscribe())
+            crate::api::serve(api.address, trigger.subscribe(), components.clone())
                 .await
                 .map_err(|source| PipelineError::Api {
                     address: api.address.to_string(),

@@ -191,8 +191,21 @@ impl Default for RetryConfig {
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchSinkConfig {
     /// Base URL of the cluster, e.g. `"https://es.example.com:9200"` (a path prefix is kept, for clusters
-    /// behind a proxy). Credentials go in `auth`, never in the URL. Required.
-    pub endpoint: String,
+    /// behind a proxy). Credentials go in `auth`, never in the URL. The one-node shorthand of `endpoints`:
+    /// exactly one of the two is required.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Base URLs of several nodes of one cluster (same rules as `endpoint`, at most [`MAX_ENDPOINTS`]):
+    /// requests go round robin to the nodes in service; a node whose request fails (connection, timeout, 5xx)
+    /// is taken out, its batch is sent to another node at once, and it is put back once a health check
+    /// (`GET /` answered 2xx) passes, checked with the `retry` backoff. See the sink's documentation.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Most bytes of one response body the sink reads (bulk, template, health check); a longer one fails that
+    /// request as a transient error naming the node, and it is retried. Default `"16MiB"` (a bulk response
+    /// of 1000 items with `filter_path` is well under 1MiB).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: ByteSize,
     /// `"index"` (default) or `"data_stream"`, see [`Mode`].
     #[serde(default)]
     pub mode: Mode,
@@ -288,9 +301,15 @@ fn default_request_timeout() -> Interval {
 fn default_idle_timeout() -> Interval {
     Interval(Duration::from_secs(90))
 }
+fn default_max_response_bytes() -> ByteSize {
+    ByteSize(16 << 20)
+}
 fn default_template_name() -> String {
     "auditrail".into()
 }
+
+/// Most nodes in `endpoints`.
+pub const MAX_ENDPOINTS: usize = 64;
 
 /// Default index name template.
 pub const DEFAULT_INDEX: &str = "auditrail-%Y.%m.%d";
@@ -308,7 +327,9 @@ impl ElasticsearchSinkConfig {
     /// A config with defaults for everything but the endpoint.
     pub fn with_endpoint(endpoint: impl Into<String>) -> ElasticsearchSinkConfig {
         ElasticsearchSinkConfig {
-            endpoint: endpoint.into(),
+            endpoint: Some(endpoint.into()),
+            endpoints: Vec::new(),
+            max_response_bytes: default_max_response_bytes(),
             mode: Mode::default(),
             index: None,
             unsafe_index: UnsafeNames::default(),
@@ -356,44 +377,48 @@ impl ElasticsearchSinkConfig {
         })
     }
 
-    /// The endpoint as a URL, checked.
-    pub fn endpoint_url(&self) -> Result<reqwest::Url, SinkConfigError> {
-        let url = reqwest::Url::parse(&self.endpoint).map_err(|e| {
-            err(
+    /// The nodes' base URLs, checked, in the order given: `endpoints`, or `endpoint` alone.
+    pub fn endpoint_urls(&self) -> Result<Vec<reqwest::Url>, SinkConfigError> {
+        match (&self.endpoint, self.endpoints.is_empty()) {
+            (Some(_), false) => Err(err(
+                "endpoints",
+                "`endpoint` and `endpoints` are both set: keep one (`endpoint = \"...\"` is the shorthand of `endpoints = [\"...\"]`)",
+            )),
+            (None, true) => Err(err(
                 "endpoint",
-                format!("not a URL ({e}): expected e.g. \"https://es.example.com:9200\""),
-            )
-        })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(err(
-                "endpoint",
-                format!(
-                    "scheme `{}` is not supported: expected http:// or https://",
-                    url.scheme()
-                ),
-            ));
+                "missing: expected endpoint = \"https://es.example.com:9200\" or endpoints = [\"https://es1:9200\", \"https://es2:9200\"]",
+            )),
+            (Some(one), true) => Ok(vec![parse_endpoint(one).map_err(|m| err("endpoint", m))?]),
+            (None, false) => {
+                if self.endpoints.len() > MAX_ENDPOINTS {
+                    return Err(err(
+                        "endpoints",
+                        format!("{} nodes listed: at most {MAX_ENDPOINTS}", self.endpoints.len()),
+                    ));
+                }
+                let mut urls: Vec<reqwest::Url> = Vec::with_capacity(self.endpoints.len());
+                for (i, text) in self.endpoints.iter().enumerate() {
+                    let url = parse_endpoint(text)
+                        .map_err(|m| err("endpoints", format!("endpoints[{i}] `{text}`: {m}")))?;
+                    if urls.contains(&url) {
+                        return Err(err(
+                            "endpoints",
+                            format!("endpoints[{i}] `{text}` is listed twice"),
+                        ));
+                    }
+                    urls.push(url);
+                }
+                Ok(urls)
+            }
         }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(err(
-                "endpoint",
-                "credentials in the URL would end up in logs: remove them and use auth = { strategy = \"basic\", user = \"...\", password = \"${ES_PASSWORD}\" }",
-            ));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(err(
-                "endpoint",
-                "a query or fragment is not allowed: give the base URL of the cluster",
-            ));
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(err("endpoint", "the URL has no host"));
-        }
-        Ok(url)
     }
 
     /// Checks what serde cannot, without touching the network.
     pub fn validate(&self) -> Result<(), SinkConfigError> {
-        self.endpoint_url()?;
+        self.endpoint_urls()?;
+        if self.max_response_bytes.0 < 4096 || self.max_response_bytes.0 > 1 << 30 {
+            return Err(err("max_response_bytes", "must be between 4KiB and 1GiB"));
+        }
         match self.mode {
             Mode::Index if self.data_stream.is_some() => {
                 return Err(err(
@@ -480,6 +505,28 @@ impl ElasticsearchSinkConfig {
         }
         Ok(())
     }
+}
+
+/// `text` as a node's base URL: http(s), a host, no credentials, query or fragment.
+fn parse_endpoint(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text)
+        .map_err(|e| format!("not a URL ({e}): expected e.g. \"https://es.example.com:9200\""))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "scheme `{}` is not supported: expected http:// or https://",
+            url.scheme()
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials in the URL would end up in logs: remove them and use auth = { strategy = \"basic\", user = \"...\", password = \"${ES_PASSWORD}\" }".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("a query or fragment is not allowed: give the base URL of the cluster".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -598,6 +645,62 @@ template_name = "audit"
         ];
         for (text, expected) in cases {
             let e = parse(text).unwrap_err();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn endpoints_a_list_or_the_one_node_shorthand() {
+        let one = parse("endpoint = \"http://a:9200\"").unwrap();
+        let urls: Vec<String> = one
+            .endpoint_urls()
+            .unwrap()
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(urls, vec!["http://a:9200/"]);
+        let two = parse("endpoints = [\"http://a:9200\", \"https://b:9200/es\"]").unwrap();
+        let urls: Vec<String> = two
+            .endpoint_urls()
+            .unwrap()
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(urls, vec!["http://a:9200/", "https://b:9200/es"]);
+        assert_eq!(two.max_response_bytes, ByteSize(16 << 20));
+        let many = (0..=MAX_ENDPOINTS)
+            .map(|i| format!("\"http://n{i}:9200\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (text, expected) in [
+            (
+                "endpoint = \"http://a\"\nendpoints = [\"http://b\"]".to_string(),
+                "endpoints: `endpoint` and `endpoints` are both set",
+            ),
+            (
+                "index = \"x\"".to_string(),
+                "endpoint: missing: expected endpoint = ",
+            ),
+            ("endpoints = []".to_string(), "endpoint: missing"),
+            (
+                "endpoints = [\"http://a\", \"ftp://b\"]".to_string(),
+                "endpoints: endpoints[1] `ftp://b`: scheme `ftp`",
+            ),
+            (
+                "endpoints = [\"http://a\", \"http://a/\"]".to_string(),
+                "endpoints[1] `http://a/` is listed twice",
+            ),
+            (
+                "endpoints = [\"http://u:p@a\"]".to_string(),
+                "credentials in the URL",
+            ),
+            (format!("endpoints = [{many}]"), "at most 64"),
+            (
+                "endpoint = \"http://a\"\nmax_response_bytes = \"1KiB\"".to_string(),
+                "max_response_bytes: must be between 4KiB and 1GiB",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
             assert!(e.contains(expected), "{text}: {e}");
         }
     }

@@ -5,7 +5,7 @@
 //! [sinks.siem]
 //! type = "elasticsearch"
 //! inputs = ["teleport"]
-//! endpoint = "https://es.example.com:9200"
+//! endpoint = "https://es.example.com:9200"   # or endpoints = ["https://es1:9200", "https://es2:9200"]
 //! index = "auditrail-%Y.%m.%d"            # or mode = "data_stream" (data_stream = "logs-teleport.audit-default")
 //! auth = { strategy = "api_key", api_key = "${ES_API_KEY}" }
 //! tls = { ca_file = "/etc/auditrail/es-ca.pem" }
@@ -23,6 +23,11 @@
 //!   the server's reason. Whole-request failures are retried with backoff ([`service`], [`sink`]).
 //! - Batching by events, bytes and time; gzip; at most `concurrency` requests in flight over keep-alive
 //!   connections; basic, API-key or bearer credentials, never logged; TLS with an extra CA file.
+//! - Several nodes ([`pool`]): `endpoints = [..]` spreads requests round robin; a node that fails (no
+//!   connection, timeout, 5xx) is taken out, its batch goes to another node at once, and it is put back after a
+//!   health check (`GET /`) passes. Response bodies are read up to `max_response_bytes` (default 16MiB).
+//! - Contact with the cluster (any 2xx) and each failed attempt are reported to `/ready` through the sink's
+//!   [`auditrail_core::status::ComponentStatus`]; an idle sink that has not reached its cluster probes it.
 //! - `manage_template = true` installs a composable index template at start ([`template`]).
 //!
 //! Metrics, besides every sink's `auditrail_sink_*_total{sink}`: `auditrail_sink_bulk_items_total{sink,result}`
@@ -40,6 +45,7 @@ mod config;
 pub mod ecs;
 pub mod encoder;
 mod index;
+pub mod pool;
 pub mod response;
 pub mod service;
 pub mod sink;
@@ -56,16 +62,19 @@ pub use index::IndexTemplate;
 use auditrail_core::buffer::BufferReceiver;
 use auditrail_core::retry::Backoff;
 use auditrail_core::{Sink, SinkContext, SinkFuture};
+use std::sync::Arc;
 
 use crate::SinkConfigError;
 use encoder::Encoder;
+use pool::Pool;
 use service::Service;
 use template::TemplateOutcome;
 
 /// See the module documentation.
 pub struct ElasticsearchSink {
     config: ElasticsearchSinkConfig,
-    service: Service,
+    /// One per node, in config order.
+    nodes: Vec<Service>,
     encoder: Encoder,
 }
 
@@ -73,13 +82,13 @@ impl ElasticsearchSink {
     /// The sink for `config`; fails if the config does not validate or the CA file cannot be read.
     pub fn new(config: ElasticsearchSinkConfig) -> Result<ElasticsearchSink, SinkConfigError> {
         config.validate()?;
-        let service = Service::new(&config)?;
+        let nodes = Service::nodes(&config)?;
         let (field, _) = config.target();
         let encoder =
             Encoder::new(&config).map_err(|message| SinkConfigError { field, message })?;
         Ok(ElasticsearchSink {
             config,
-            service,
+            nodes,
             encoder,
         })
     }
@@ -91,7 +100,7 @@ impl ElasticsearchSink {
         )
     }
 
-    async fn manage_template(&self, cx: &SinkContext) {
+    async fn manage_template(&self, pool: &Arc<Pool>, cx: &SinkContext) {
         let name = &self.config.template_name;
         let pattern = match self.config.template_pattern() {
             Ok(p) => p,
@@ -101,7 +110,7 @@ impl ElasticsearchSink {
             }
         };
         let body = template::body(&self.config, &pattern);
-        match template::install(&self.service, &cx.name, name, &body, self.backoff()).await {
+        match template::install(pool, &cx.name, name, &body, self.backoff()).await {
             Ok(TemplateOutcome::Installed) => {
                 tracing::info!(sink = %cx.name, template = %name, pattern = %pattern, "installed the index template (manage_template = true)")
             }
@@ -122,9 +131,18 @@ impl Sink for ElasticsearchSink {
     fn run(self: Box<Self>, input: BufferReceiver, cx: SinkContext) -> SinkFuture {
         Box::pin(async move {
             let (key, target) = self.config.target();
+            let pool = Pool::new(
+                self.nodes.clone(),
+                cx.name.clone(),
+                cx.status.clone(),
+                (
+                    self.config.retry.initial_backoff.0,
+                    self.config.retry.max_backoff.0,
+                ),
+            );
             tracing::info!(
                 sink = %cx.name,
-                endpoint = %self.service.base(),
+                endpoints = ?pool.endpoints(),
                 %key,
                 target,
                 op_type = self.config.op_type.as_str(),
@@ -135,10 +153,10 @@ impl Sink for ElasticsearchSink {
                 tracing::warn!(sink = %cx.name, "tls.verify_certificate = false: the cluster's certificate is not checked");
             }
             if self.config.manage_template {
-                self.manage_template(&cx).await;
+                self.manage_template(&pool, &cx).await;
             }
             let deliver = sink::Deliver {
-                service: self.service.clone(),
+                pool,
                 encoder: self.encoder.clone(),
                 metrics: sink::BulkMetrics::new(&cx.name),
                 cx,
@@ -151,5 +169,9 @@ impl Sink for ElasticsearchSink {
             )
             .await
         })
+    }
+
+    fn reports_contact(&self) -> bool {
+        true
     }
 }

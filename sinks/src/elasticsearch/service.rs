@@ -4,10 +4,15 @@
 //! | whole response | verdict |
 //! | --- | --- |
 //! | 2xx | [`BulkReply::Ok`]: the body is a bulk response, classified item by item |
-//! | connection refused/reset, timeout, 408, 429, 5xx | [`BulkReply::Transient`]: the whole batch again after a backoff (`Retry-After` honoured) |
+//! | connection refused/reset, timeout, 5xx | [`BulkReply::Transient`] with `node_down`: the node is taken out (with several endpoints) and the batch goes to another node, or again after a backoff |
+//! | 408, 429, a body over `max_response_bytes` | [`BulkReply::Transient`]: the whole batch again after a backoff (`Retry-After` honoured) |
 //! | 401, 403 | [`BulkReply::Auth`]: the batch is held and retried with backoff while the credentials are wrong |
 //! | 400, 413 | [`BulkReply::Refused`]: the body itself is refused; the batch is split to find the document |
 //! | anything else (404, 405…) | [`BulkReply::Unexpected`]: held and retried with backoff, logged as an error |
+//!
+//! Every service is one node (one of `endpoints`); the nodes of a sink share one connection pool. A response
+//! body is read up to `max_response_bytes` and no further, whatever its `Content-Length` says. Error texts
+//! start with the node's URL, so a log line or `/ready` says which node failed.
 //!
 //! Secrets are only ever put in the `Authorization` header, marked sensitive; URLs carry none (the config
 //! refuses credentials in the endpoint), so an error message that names the URL never shows one.
@@ -34,10 +39,12 @@ pub enum BulkReply {
     Ok(Bytes),
     /// Send the same batch again later.
     Transient {
-        /// What happened, for the log.
+        /// What happened, for the log; starts with the node's URL.
         why: String,
         /// The server's `Retry-After`.
         retry_after: Option<Duration>,
+        /// The node itself failed (no connection, timeout, 5xx): take it out until a health check passes.
+        node_down: bool,
     },
     /// 401/403: the credentials are wrong or lack privileges.
     Auth {
@@ -82,7 +89,7 @@ enum Auth {
     Header(HeaderValue),
 }
 
-/// One cluster connection, cloned into every request task.
+/// One node of the cluster, cloned into every request task.
 #[derive(Clone)]
 pub struct Service {
     client: reqwest::Client,
@@ -90,6 +97,16 @@ pub struct Service {
     bulk: Url,
     auth: Auth,
     gzip: bool,
+    max_response: usize,
+}
+
+/// How a response body could not be had.
+#[derive(Debug)]
+enum ReadError {
+    /// The connection failed while reading.
+    Transport(String),
+    /// Longer than `max_response_bytes`.
+    TooLarge(usize),
 }
 
 fn cfg_err(field: &'static str, message: impl Into<String>) -> SinkConfigError {
@@ -132,59 +149,21 @@ fn retry_after(h: Option<&HeaderValue>) -> Option<Duration> {
 }
 
 impl Service {
-    /// The client for `config` (validated). Reads the CA file.
+    /// The first node of `config` (validated). Reads the CA file.
     pub fn new(config: &ElasticsearchSinkConfig) -> Result<Service, SinkConfigError> {
-        let base = config.endpoint_url()?;
-        let mut base_dir = base.clone();
-        if !base_dir.path().ends_with('/') {
-            let p = format!("{}/", base_dir.path());
-            base_dir.set_path(&p);
-        }
-        let mut bulk = base_dir
-            .join("_bulk")
-            .map_err(|e| cfg_err("endpoint", e.to_string()))?;
-        bulk.query_pairs_mut()
-            .append_pair("filter_path", FILTER_PATH);
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.request_timeout.0)
-            .connect_timeout(config.request_timeout.0.min(Duration::from_secs(10)))
-            .pool_idle_timeout(config.keepalive_idle_timeout.0)
-            .pool_max_idle_per_host(config.concurrency)
-            .tcp_keepalive(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("auditrail/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &config.tls.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                cfg_err(
-                    "tls",
-                    format!("cannot read ca_file `{}`: {e}", ca.display()),
-                )
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                cfg_err(
-                    "tls",
-                    format!("ca_file `{}` is not PEM certificates: {e}", ca.display()),
-                )
-            })?;
-            if certs.is_empty() {
-                return Err(cfg_err(
-                    "tls",
-                    format!("ca_file `{}` holds no certificate", ca.display()),
-                ));
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        if !config.tls.verify_certificate {
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        let client = builder.build().map_err(|e| {
-            cfg_err(
-                "tls",
-                format!("cannot set up the HTTP client: {}", error_chain(&e)),
-            )
-        })?;
+        Ok(Service::nodes(config)?.swap_remove(0))
+    }
+
+    /// One service per node of `config` (validated), in the order given, sharing one client (one CA file
+    /// read, one connection pool).
+    pub fn nodes(config: &ElasticsearchSinkConfig) -> Result<Vec<Service>, SinkConfigError> {
+        let urls = config.endpoint_urls()?;
+        let field = if config.endpoints.is_empty() {
+            "endpoint"
+        } else {
+            "endpoints"
+        };
+        let client = client(config)?;
         let auth = match &config.auth {
             None => Auth::None,
             Some(AuthConfig::Basic { user, password }) => Auth::Basic {
@@ -198,13 +177,28 @@ impl Service {
                 Auth::Header(sensitive(&format!("Bearer {}", token.expose()))?)
             }
         };
-        Ok(Service {
-            client,
-            base: base_dir,
-            bulk,
-            auth,
-            gzip: config.compression == Compression::Gzip,
-        })
+        urls.into_iter()
+            .map(|base| {
+                let mut base_dir = base;
+                if !base_dir.path().ends_with('/') {
+                    let p = format!("{}/", base_dir.path());
+                    base_dir.set_path(&p);
+                }
+                let mut bulk = base_dir
+                    .join("_bulk")
+                    .map_err(|e| cfg_err(field, e.to_string()))?;
+                bulk.query_pairs_mut()
+                    .append_pair("filter_path", FILTER_PATH);
+                Ok(Service {
+                    client: client.clone(),
+                    base: base_dir,
+                    bulk,
+                    auth: auth.clone(),
+                    gzip: config.compression == Compression::Gzip,
+                    max_response: config.max_response_bytes.as_usize(),
+                })
+            })
+            .collect()
     }
 
     /// The cluster's base URL (never holds credentials).
@@ -221,7 +215,7 @@ impl Service {
     }
 
     /// Sends one bulk body (already compressed when gzip is on) and judges the whole response.
-    pub async fn bulk(&self, body: Vec<u8>) -> BulkReply {
+    pub async fn bulk(&self, body: impl Into<reqwest::Body>) -> BulkReply {
         let mut req = self
             .authed(self.client.post(self.bulk.clone()))
             .header(CONTENT_TYPE, "application/x-ndjson")
@@ -234,34 +228,43 @@ impl Service {
             Ok(r) => r,
             Err(e) => {
                 return BulkReply::Transient {
-                    why: error_chain(&e),
+                    why: format!("{}: {}", self.base, error_chain(&e)),
                     retry_after: None,
+                    node_down: true,
                 }
             }
         };
         let status = resp.status();
         let after = retry_after(resp.headers().get(RETRY_AFTER));
-        let body = match resp.bytes().await {
+        let body = match self.read(resp).await {
             Ok(b) => b,
             Err(e) => {
+                let node_down = matches!(e, ReadError::Transport(_));
                 return BulkReply::Transient {
-                    why: format!("reading the response: {}", error_chain(&e)),
+                    why: self.read_error(e),
                     retry_after: None,
-                }
+                    node_down,
+                };
             }
         };
         if status.is_success() {
             return BulkReply::Ok(body);
         }
-        let why = format!("{status}: {}", cut(&String::from_utf8_lossy(&body)));
+        let why = format!(
+            "{}: {status}: {}",
+            self.base,
+            cut(&String::from_utf8_lossy(&body))
+        );
         match status {
             StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => BulkReply::Transient {
                 why,
                 retry_after: after,
+                node_down: false,
             },
             s if s.is_server_error() => BulkReply::Transient {
                 why,
                 retry_after: after,
+                node_down: true,
             },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => BulkReply::Auth { why },
             StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => BulkReply::Refused {
@@ -269,6 +272,65 @@ impl Service {
                 why,
             },
             _ => BulkReply::Unexpected { why },
+        }
+    }
+
+    /// The health check of a node taken out: `GET /` of the endpoint. `Ok(status)` when it passes: 2xx, or
+    /// 401/403 (the node answers; the credentials lack Elasticsearch's `monitor` privilege for this API, and
+    /// bulk requests report a credentials problem on their own). `Err` with the reason otherwise.
+    pub async fn health(&self) -> Result<StatusCode, String> {
+        let (status, body) = self
+            .exchange(
+                self.client
+                    .get(self.base.clone())
+                    .header(ACCEPT, "application/json"),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if status.is_success()
+            || status == StatusCode::UNAUTHORIZED
+            || status == StatusCode::FORBIDDEN
+        {
+            Ok(status)
+        } else {
+            Err(format!(
+                "{}: {status}: {}",
+                self.base,
+                cut(&String::from_utf8_lossy(&body))
+            ))
+        }
+    }
+
+    /// Reads `resp`'s body, at most `max_response_bytes` of it.
+    async fn read(&self, mut resp: reqwest::Response) -> Result<Bytes, ReadError> {
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.max_response as u64)
+        {
+            return Err(ReadError::TooLarge(self.max_response));
+        }
+        let mut body = bytes::BytesMut::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > self.max_response {
+                        return Err(ReadError::TooLarge(self.max_response));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body.freeze()),
+                Err(e) => return Err(ReadError::Transport(error_chain(&e))),
+            }
+        }
+    }
+
+    fn read_error(&self, e: ReadError) -> String {
+        match e {
+            ReadError::Transport(why) => format!("{}: reading the response: {why}", self.base),
+            ReadError::TooLarge(max) => format!(
+                "{}: the response is larger than max_response_bytes ({max} bytes); not read, the request is retried (raise max_response_bytes if this node's answers are legitimately that big)",
+                self.base
+            ),
         }
     }
 
@@ -281,7 +343,7 @@ impl Service {
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        check(status, &body)?;
+        check(&self.base, status, &body)?;
         serde_json::from_slice(&body)
             .map(Some)
             .map_err(|e| RequestError::Status {
@@ -300,7 +362,7 @@ impl Service {
             .header(ACCEPT, "application/json")
             .body(serde_json::to_vec(body).expect("a JSON value always serializes"));
         let (status, body) = self.exchange(req).await?;
-        check(status, &body)
+        check(&self.base, status, &body)
     }
 
     fn url(&self, path: &str) -> Result<Url, RequestError> {
@@ -314,33 +376,76 @@ impl Service {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, bytes::Bytes), RequestError> {
-        let resp = self
-            .authed(req)
-            .send()
-            .await
-            .map_err(|e| RequestError::Transient(error_chain(&e)))?;
+        let resp =
+            self.authed(req).send().await.map_err(|e| {
+                RequestError::Transient(format!("{}: {}", self.base, error_chain(&e)))
+            })?;
         let status = resp.status();
-        let body = resp
-            .bytes()
+        let body = self
+            .read(resp)
             .await
-            .map_err(|e| RequestError::Transient(error_chain(&e)))?;
+            .map_err(|e| RequestError::Transient(self.read_error(e)))?;
         Ok((status, body))
     }
 }
 
-fn check(status: StatusCode, body: &[u8]) -> Result<(), RequestError> {
+fn check(base: &Url, status: StatusCode, body: &[u8]) -> Result<(), RequestError> {
     if status.is_success() {
         return Ok(());
     }
     let text = cut(&String::from_utf8_lossy(body));
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        Err(RequestError::Transient(format!("{status}: {text}")))
+        Err(RequestError::Transient(format!("{base}: {status}: {text}")))
     } else {
         Err(RequestError::Status {
             status: status.as_u16(),
             body: text,
         })
     }
+}
+
+/// The HTTP client every node of `config` shares.
+fn client(config: &ElasticsearchSinkConfig) -> Result<reqwest::Client, SinkConfigError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(config.request_timeout.0)
+        .connect_timeout(config.request_timeout.0.min(Duration::from_secs(10)))
+        .pool_idle_timeout(config.keepalive_idle_timeout.0)
+        .pool_max_idle_per_host(config.concurrency)
+        .tcp_keepalive(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .user_agent(concat!("auditrail/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &config.tls.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| {
+            cfg_err(
+                "tls",
+                format!("cannot read ca_file `{}`: {e}", ca.display()),
+            )
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            cfg_err(
+                "tls",
+                format!("ca_file `{}` is not PEM certificates: {e}", ca.display()),
+            )
+        })?;
+        if certs.is_empty() {
+            return Err(cfg_err(
+                "tls",
+                format!("ca_file `{}` holds no certificate", ca.display()),
+            ));
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    if !config.tls.verify_certificate {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder.build().map_err(|e| {
+        cfg_err(
+            "tls",
+            format!("cannot set up the HTTP client: {}", error_chain(&e)),
+        )
+    })
 }
 
 fn sensitive(value: &str) -> Result<HeaderValue, SinkConfigError> {
@@ -453,6 +558,100 @@ mod tests {
                 assert!(why.to_lowercase().contains("connect"), "{why}")
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn responses_over_max_response_bytes_fail_naming_the_node() {
+        // Announced too long, and too long without announcing it (chunked): neither is read past the limit.
+        let big = "x".repeat(5000);
+        let announced: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{big}",
+                big.len()
+            )
+            .into_boxed_str(),
+        );
+        let chunked: &'static str = Box::leak(
+            format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n", big.len())
+                .into_boxed_str(),
+        );
+        for resp in [announced, chunked] {
+            let (port, h) = one_shot(resp);
+            let mut c = config(port, "");
+            c.max_response_bytes = auditrail_core::units::ByteSize(4096);
+            let s = Service::new(&c).unwrap();
+            match s.bulk(b"{}\n".to_vec()).await {
+                BulkReply::Transient { why, node_down, .. } => {
+                    assert!(!node_down, "{why}");
+                    assert!(
+                        why.contains(&format!("http://127.0.0.1:{port}/es/")),
+                        "{why}"
+                    );
+                    assert!(
+                        why.contains("larger than max_response_bytes (4096 bytes)"),
+                        "{why}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            h.join().unwrap();
+        }
+        // At the limit it is read.
+        let (port, h) = one_shot(OK);
+        let mut c = config(port, "");
+        c.max_response_bytes = auditrail_core::units::ByteSize(4096);
+        assert!(matches!(
+            Service::new(&c).unwrap().bulk(b"{}\n".to_vec()).await,
+            BulkReply::Ok(_)
+        ));
+        h.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn node_failures_are_told_apart_from_busy_answers() {
+        for (resp, down) in [
+            ("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", true),
+            ("HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", true),
+            ("HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", false),
+            ("HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", false),
+        ] {
+            let (port, h) = one_shot(resp);
+            let s = Service::new(&config(port, "")).unwrap();
+            match s.bulk(b"{}\n".to_vec()).await {
+                BulkReply::Transient { node_down, why, .. } => assert_eq!(node_down, down, "{why}"),
+                other => panic!("{other:?}"),
+            }
+            h.join().unwrap();
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        match Service::new(&config(port, ""))
+            .unwrap()
+            .bulk(b"{}\n".to_vec())
+            .await
+        {
+            BulkReply::Transient { node_down, .. } => assert!(node_down),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn health_checks_pass_on_2xx_and_on_refused_credentials() {
+        for (resp, passes) in [
+            (OK, true),
+            ("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", true),
+            ("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", false),
+            ("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", false),
+        ] {
+            let (port, h) = one_shot(resp);
+            let s = Service::new(&config(port, "")).unwrap();
+            assert_eq!(s.health().await.is_ok(), passes, "{resp}");
+            let head = h.join().unwrap().to_ascii_lowercase();
+            assert!(head.starts_with("get /es/ http/1.1"), "{head}");
         }
     }
 

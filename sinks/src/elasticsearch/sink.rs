@@ -9,23 +9,38 @@
 //! puts its whole batch back. Any retry starts a backoff (exponential with full jitter, `Retry-After` as a
 //! floor) during which no request is sent; a success ends it.
 //!
+//! With several endpoints ([`super::pool`]), each request goes to the next node in service; a request that fails
+//! because its node failed (no connection, timeout, 5xx) takes that node out and is sent to the next node at
+//! once, without a backoff; only when no node is left does the batch wait for the backoff (and for a node to
+//! pass its health check).
+//!
+//! While the sink has not reached its cluster yet and has nothing to send, it probes the cluster (`GET /`,
+//! first [`PROBE_AFTER`] after start, then with the retry backoff), so that `/ready` does not wait for the
+//! first event.
+//!
 //! Events held for retry count against the batch being filled, so when the cluster keeps refusing, the sink
 //! stops reading, its buffer fills, and backpressure reaches the sources: nothing is dropped.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use auditrail_core::buffer::BufferReceiver;
 use auditrail_core::retry::Backoff;
 use auditrail_core::{BoxError, Event, EventStatus, SinkContext};
+use bytes::Bytes;
 use metrics::{Counter, Gauge};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::config::ElasticsearchSinkConfig;
 use super::encoder::Encoder;
+use super::pool::Pool;
 use super::response::{classify, ItemClass};
-use super::service::{BulkReply, Service};
+use super::service::BulkReply;
+
+/// How long after start an idle sink that has not reached its cluster yet probes it (`GET /`).
+pub const PROBE_AFTER: Duration = Duration::from_millis(500);
 
 /// Labels of `auditrail_sink_bulk_requests_total{result}`.
 pub const REQUEST_RESULTS: [&str; 6] = [
@@ -105,8 +120,8 @@ struct BatchResult {
 /// Everything a request task needs, cloned into it.
 #[derive(Clone)]
 pub struct Deliver {
-    /// The cluster.
-    pub service: Service,
+    /// The cluster's nodes.
+    pub pool: Arc<Pool>,
     /// Batch → body.
     pub encoder: Encoder,
     /// The pipeline's context (metrics, dead letters).
@@ -140,11 +155,38 @@ impl Deliver {
             self.metrics
                 .request_bytes
                 .increment(encoded.body.len() as u64);
-            let reply = self.service.bulk(encoded.body).await;
+            let body = Bytes::from(encoded.body);
             let m = &self.cx.metrics;
+            // A failed node is taken out and the same body goes to the next node in service, each node at most
+            // once; when none is left the batch is held for the backoff below.
+            let mut tried = 0;
+            let (reply, service) = loop {
+                let (node, service) = self.pool.node().await;
+                tried += 1;
+                let reply = service.bulk(body.clone()).await;
+                if let BulkReply::Transient {
+                    why,
+                    node_down: true,
+                    ..
+                } = &reply
+                {
+                    if self.pool.node_failed(node, why)
+                        && self.pool.any_up()
+                        && tried < self.pool.len()
+                    {
+                        self.metrics.request("transient_error");
+                        m.errors.increment(1);
+                        m.retries.increment(events.len() as u64);
+                        tracing::warn!(sink = %self.cx.name, endpoint = %service.base(), error = %why, events = events.len(), "bulk request failed on this node; sending the batch to the next node now");
+                        continue;
+                    }
+                }
+                break (reply, service);
+            };
             match reply {
                 BulkReply::Ok(body) => match classify(&body, events.len()) {
                     Ok(classes) => {
+                        self.pool.succeeded();
                         self.metrics.request("ok");
                         let mut rejected = Vec::new();
                         let (mut delivered, mut bytes) = (0u64, 0u64);
@@ -180,24 +222,37 @@ impl Deliver {
                         }
                     }
                     Err(err) => {
+                        self.pool.attempt_failed(&format!(
+                            "{}: unreadable bulk response: {err}",
+                            service.base()
+                        ));
                         self.metrics.request("bad_response");
                         tracing::error!(sink = %self.cx.name, error = %err, events = events.len(), "cannot read the bulk response; sending the batch again (already indexed documents answer 409 and count once)");
                         self.hold(&mut retry, events, None, &mut backoff);
                     }
                 },
-                BulkReply::Transient { why, retry_after } => {
+                BulkReply::Transient {
+                    why,
+                    retry_after,
+                    node_down,
+                } => {
+                    if !node_down {
+                        self.pool.attempt_failed(&why);
+                    }
                     self.metrics.request("transient_error");
                     tracing::warn!(sink = %self.cx.name, error = %why, events = events.len(), "bulk request failed; retrying the batch after a backoff");
                     self.hold(&mut retry, events, retry_after, &mut backoff);
                 }
                 BulkReply::Auth { why } => {
+                    self.pool.attempt_failed(&why);
                     self.metrics.request("auth_error");
-                    tracing::error!(sink = %self.cx.name, error = %why, endpoint = %self.service.base(), "the cluster refuses our credentials; holding events and retrying (check `auth`)");
+                    tracing::error!(sink = %self.cx.name, error = %why, endpoint = %service.base(), "the cluster refuses our credentials; holding events and retrying (check `auth`)");
                     self.hold(&mut retry, events, None, &mut backoff);
                 }
                 BulkReply::Unexpected { why } => {
+                    self.pool.attempt_failed(&why);
                     self.metrics.request("unexpected_status");
-                    tracing::error!(sink = %self.cx.name, error = %why, endpoint = %self.service.base(), "unexpected answer to a bulk request; holding events and retrying (is `endpoint` right?)");
+                    tracing::error!(sink = %self.cx.name, error = %why, endpoint = %service.base(), "unexpected answer to a bulk request; holding events and retrying (is `endpoint` right?)");
                     self.hold(&mut retry, events, None, &mut backoff);
                 }
                 BulkReply::Refused { status, why } => {
@@ -253,6 +308,8 @@ pub struct Limits {
     pub timeout: Duration,
     /// Most requests in flight.
     pub concurrency: usize,
+    /// `retry.initial_backoff`: the least wait between two probes of a cluster not reached yet.
+    pub initial_backoff: Duration,
 }
 
 impl Limits {
@@ -263,6 +320,7 @@ impl Limits {
             max_bytes: config.batch.max_bytes.as_usize(),
             timeout: config.batch.timeout.0,
             concurrency: config.concurrency,
+            initial_backoff: config.retry.initial_backoff.0,
         }
     }
 }
@@ -283,6 +341,11 @@ pub async fn drive(
     let mut not_before = Instant::now();
     let mut input_open = true;
     let mut incoming = Vec::with_capacity(limits.max_events);
+    // The idle probe of a cluster not reached yet (see the module documentation).
+    let mut contacted = deliver.cx.status.entry().contacted;
+    let mut probe: Option<JoinHandle<bool>> = None;
+    let mut probe_at = Instant::now() + PROBE_AFTER;
+    let mut probe_backoff = backoff.clone();
     loop {
         let now = Instant::now();
         while tasks.len() < limits.concurrency && !pending.is_empty() && now >= not_before {
@@ -312,8 +375,13 @@ pub async fn drive(
             tasks.spawn(deliver.clone().run(batch));
         }
         if !input_open && pending.is_empty() && tasks.is_empty() {
+            if let Some(p) = probe.take() {
+                p.abort();
+            }
             return Ok(());
         }
+        let idle = pending.is_empty() && tasks.is_empty() && input_open;
+        let may_probe = !contacted && idle && probe.is_none();
         let room =
             input_open && pending.len() < limits.max_events && pending_bytes < limits.max_bytes;
         let wake = if pending.is_empty() || tasks.len() >= limits.concurrency {
@@ -365,6 +433,21 @@ pub async fn drive(
                 }
             }
             () = tokio::time::sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
+            () = tokio::time::sleep_until(probe_at), if may_probe => {
+                contacted = deliver.cx.status.entry().contacted;
+                if !contacted {
+                    probe = Some(tokio::spawn(deliver.pool.clone().probe()));
+                }
+            }
+            answered = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
+                probe = None;
+                if answered.unwrap_or(false) {
+                    contacted = true;
+                } else {
+                    let wait = probe_backoff.next_delay(None).max(limits.initial_backoff);
+                    probe_at = Instant::now() + wait;
+                }
+            }
         }
     }
 }

@@ -9,13 +9,15 @@
 //! and up to date; any other is left alone with a warning (someone changed it on purpose, or another
 //! auditrail version wrote it).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use auditrail_core::retry::Backoff;
 use serde_json::{json, Value};
 
 use super::config::{ElasticsearchSinkConfig, Mode, Schema};
-use super::service::{RequestError, Service};
+use super::pool::Pool;
+use super::service::RequestError;
 
 /// What happened to the template at start.
 #[derive(Debug, PartialEq, Eq)]
@@ -123,10 +125,11 @@ fn fingerprint(v: &Value) -> String {
     format!("{h:016x}")
 }
 
-/// Installs the template unless one of that name exists. Transient failures (cluster down) are retried with
+/// Installs the template unless one of that name exists, through whichever node is in service. Transient
+/// failures (a node or the cluster down) are retried, on the next node at once when there is one, else with
 /// backoff; a refusal (4xx) is returned.
 pub async fn install(
-    service: &Service,
+    pool: &Arc<Pool>,
     sink: &str,
     name: &str,
     body: &Value,
@@ -134,6 +137,7 @@ pub async fn install(
 ) -> Result<TemplateOutcome, RequestError> {
     let path = format!("_index_template/{name}");
     loop {
+        let (node, service) = pool.node().await;
         let attempt = async {
             match service.get_json(&path).await? {
                 Some(existing) => {
@@ -158,11 +162,22 @@ pub async fn install(
         };
         match attempt.await {
             Err(RequestError::Transient(why)) => {
+                if pool.node_failed(node, &why) && pool.any_up() {
+                    tracing::warn!(sink, template = name, endpoint = %service.base(), error = %why, "cannot check the index template on this node; trying the next one");
+                    continue;
+                }
                 let wait = backoff.next_delay(None);
                 tracing::warn!(sink, template = name, error = %why, retry_in = ?wait, "cannot reach the cluster to check the index template; retrying before sending events");
                 tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
             }
-            other => return other,
+            Ok(outcome) => {
+                pool.succeeded();
+                return Ok(outcome);
+            }
+            Err(e) => {
+                pool.attempt_failed(&format!("{}: index template: {e}", service.base()));
+                return Err(e);
+            }
         }
     }
 }

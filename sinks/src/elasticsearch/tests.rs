@@ -86,7 +86,23 @@ fn created(id: &str) -> Value {
 
 /// Runs the sink over events `uids` until every one has an outcome; returns each uid's status.
 async fn run(port: u16, uids: &[&str], dir: &std::path::Path) -> HashMap<String, EventStatus> {
-    let mut c = ElasticsearchSinkConfig::with_endpoint(format!("http://127.0.0.1:{port}"));
+    run_on(&[port], uids, dir).await
+}
+
+/// Like [`run`], with one endpoint per port (`endpoint` for one, `endpoints` for more).
+async fn run_on(
+    ports: &[u16],
+    uids: &[&str],
+    dir: &std::path::Path,
+) -> HashMap<String, EventStatus> {
+    let mut c = ElasticsearchSinkConfig::with_endpoint(format!("http://127.0.0.1:{}", ports[0]));
+    if ports.len() > 1 {
+        c.endpoint = None;
+        c.endpoints = ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+    }
     c.compression = super::Compression::None;
     c.retry.initial_backoff = Duration::from_millis(5).into();
     c.retry.max_backoff = Duration::from_millis(20).into();
@@ -210,4 +226,34 @@ async fn a_request_refused_whole_is_split_to_find_the_document() {
     let requests = seen.lock().unwrap().clone();
     assert_eq!(requests.first().unwrap().len(), 5);
     assert!(requests.contains(&vec!["poison".to_string()]));
+}
+
+#[tokio::test]
+async fn a_batch_whose_node_fails_goes_to_the_next_node_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Node a answers every request (bulk or health check) 503; node b indexes.
+    let (a, seen_a) = responder(|_| {
+        (
+            503,
+            json!({"error": {"type": "master_not_discovered_exception"}}),
+        )
+    });
+    let (b, seen_b) = responder(|ids| {
+        (
+            200,
+            json!({"errors": false, "items": ids.iter().map(|i| created(i)).collect::<Vec<_>>()}),
+        )
+    });
+    let status = run_on(&[a, b], &["a", "b", "c"], dir.path()).await;
+    assert_eq!(status.len(), 3);
+    assert!(
+        status.values().all(|s| *s == EventStatus::Delivered),
+        "{status:?}"
+    );
+    // One bulk to a (the round robin starts there), then the same batch to b; a is out and only
+    // health-checked (requests without documents) from then on.
+    let to_a = seen_a.lock().unwrap().clone();
+    assert_eq!(to_a[0], vec!["a", "b", "c"]);
+    assert!(to_a[1..].iter().all(Vec::is_empty), "{to_a:?}");
+    assert_eq!(seen_b.lock().unwrap().clone(), vec![vec!["a", "b", "c"]]);
 }
