@@ -49,6 +49,9 @@ pub struct Config {
     pub integrity: Option<crate::integrity::IntegrityConfig>,
     /// `[dead_letter]`: the bounds of every component's dead-letter files.
     pub dead_letter: DeadLetterConfig,
+    /// `[recording]`: the session recorder's settings (`auditrail record --config` reads them; the agent
+    /// only checks them).
+    pub recording: Option<crate::recording::config::RecordingConfig>,
 }
 
 /// `[api]`: where `/metrics` and `/health` are served.
@@ -95,6 +98,8 @@ struct ConfigFile {
     /// Default: `max_size = "16MiB"`, `max_files = 4`.
     #[serde(default)]
     dead_letter: Option<Spanned<DeadLetterConfig>>,
+    #[serde(default)]
+    recording: Option<Spanned<crate::recording::config::RecordingConfig>>,
 }
 
 /// The keys every sink has; `type` and the rest go to [`SinkConfig`].
@@ -430,9 +435,21 @@ impl Checker<'_> {
                 d
             }
         };
+        let recording = match file.recording {
+            None => None,
+            Some(r) => {
+                let span = r.span();
+                let r = r.into_inner();
+                r.validate().map_err(|(field, message)| {
+                    self.err(span, format!("[recording] `{field}`: {message}"))
+                })?;
+                Some(r)
+            }
+        };
         Ok(Config {
             integrity,
             dead_letter,
+            recording,
             data_dir: file.data_dir,
             shutdown_timeout: file.shutdown_timeout.0,
             api: file.api,
