@@ -232,3 +232,20 @@ fn dead_letter_limits_have_safe_defaults_and_are_checked() {
     let e = err(&format!("{GOOD}\n[dead_letter]\nmax_sise = 100\n"));
     assert!(e.contains("unknown field `max_sise`"), "{e}");
 }
+
+#[test]
+fn the_recording_table_is_checked_with_the_agent_config() {
+    let c = parse(&format!(
+        "{GOOD}\n[recording]\nmode = \"proxy\"\nmax_bytes = \"2GiB\"\n"
+    ))
+    .unwrap();
+    let r = c.recording.unwrap();
+    assert_eq!(r.mode, crate::recording::config::Mode::Proxy);
+    assert_eq!(r.max_bytes.0, 2 << 30);
+    let e = err(&format!("{GOOD}\n[recording]\nmax_bytez = 1\n"));
+    assert!(e.contains("unknown field `max_bytez`"), "{e}");
+    let e = err(&format!(
+        "{GOOD}\n[recording]\nmode = \"proxy\"\nhost_events = true\n"
+    ));
+    assert!(e.contains("[recording] `host_events`"), "{e}");
+}

@@ -190,7 +190,8 @@ impl<'a> Recorder<'a> {
             .as_ref()
             .map(Store::digests)
             .unwrap_or_default();
-        tracing::warn!(sid = %self.id.sid, reason = %cut.reason(), "recording cut");
+        // Not a warning on stderr: that is the user's terminal; the cut event is the record.
+        tracing::debug!(sid = %self.id.sid, reason = %cut.reason(), "recording cut");
         self.sender.send(
             EventLine::new("auditrail.recording", "AR1002W", self.id)
                 .field("kind", "cut")
