@@ -134,11 +134,20 @@ exit 3
         sock: d.join("tmux.sock"),
     };
     tmux.run(&[
-        "new-session", "-d", "-s", "t", "-x", "100", "-y", "30", &shell,
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &shell,
     ]);
     let waiting = (0..1000).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
-        std::fs::read(&side).is_ok_and(|s| String::from_utf8_lossy(&s).contains("waiting for the resize"))
+        std::fs::read(&side)
+            .is_ok_and(|s| String::from_utf8_lossy(&s).contains("waiting for the resize"))
     });
     assert!(
         waiting,
@@ -167,7 +176,10 @@ exit 3
         String::from_utf8_lossy(&raw),
         String::from_utf8_lossy(&written)
     );
-    assert_eq!(raw, written, ".raw holds exactly the bytes the program wrote");
+    assert_eq!(
+        raw, written,
+        ".raw holds exactly the bytes the program wrote"
+    );
     assert!(written.ends_with(b"40 120\n"), "the program saw the resize");
 
     let cast = cast_lines(&rec_dir.join("scripted-1.cast"));
@@ -199,7 +211,8 @@ exit 3
     // No event splits the euro sign: each "o" line decodes on its own.
     assert!(!cast[1..]
         .iter()
-        .any(|e| e[2].as_str().unwrap().contains('\u{FFFD}') && !e[2].as_str().unwrap().contains("bad")));
+        .any(|e| e[2].as_str().unwrap().contains('\u{FFFD}')
+            && !e[2].as_str().unwrap().contains("bad")));
 
     let done: Value =
         serde_json::from_slice(&std::fs::read(rec_dir.join("scripted-1.done")).unwrap()).unwrap();
@@ -261,7 +274,12 @@ fn ssh_host_cmd_passes_binary_stdio_through_without_a_pty() {
         .arg(d.join("rec"))
         .arg("--socket")
         .arg(d.join("nobody.sock"))
-        .args(["--sessions-socket", "/nonexistent/s.sock", "--sid", "exec-1"])
+        .args([
+            "--sessions-socket",
+            "/nonexistent/s.sock",
+            "--sid",
+            "exec-1",
+        ])
         .env("SSH_ORIGINAL_COMMAND", "cat")
         .env("SSH_CONNECTION", "10.0.0.9 50000 10.0.0.1 22")
         .stdin(std::fs::File::open(&input).unwrap())
@@ -317,13 +335,23 @@ fn agent_down_spools_and_the_next_session_delivers() {
             .stdout(Stdio::null())
             .status()
             .unwrap();
-        assert_eq!(st.code(), Some(4), "the session works and its status passes through");
+        assert_eq!(
+            st.code(),
+            Some(4),
+            "the session works and its status passes through"
+        );
     };
     run("down-1");
     let events = spooled(&rec_dir);
-    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["session.start", "session.end"], "{events:?}");
-    let uids: Vec<String> = events.iter().map(|e| e["uid"].as_str().unwrap().into()).collect();
+    let uids: Vec<String> = events
+        .iter()
+        .map(|e| e["uid"].as_str().unwrap().into())
+        .collect();
 
     let api = free_port();
     let agent = Agent::start(d, &agent_config(d, api, &sock, ""), api);
@@ -360,8 +388,20 @@ fn max_bytes_cuts_the_recording_and_the_session_goes_on() {
         .arg(&rec_dir)
         .arg("--socket")
         .arg(d.join("nobody.sock"))
-        .args(["--sid", "big-1", "--max-bytes", "1MiB", "--when-full", "stop_recording", "--"])
-        .args(["sh", "-c", "head -c 5000000 /dev/urandom; echo; echo still-here"])
+        .args([
+            "--sid",
+            "big-1",
+            "--max-bytes",
+            "1MiB",
+            "--when-full",
+            "stop_recording",
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "head -c 5000000 /dev/urandom; echo; echo still-here",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -372,7 +412,10 @@ fn max_bytes_cuts_the_recording_and_the_session_goes_on() {
     );
     let raw = std::fs::metadata(rec_dir.join("big-1.raw")).unwrap().len();
     let cast = std::fs::metadata(rec_dir.join("big-1.cast")).unwrap().len();
-    assert!(raw + cast <= 1 << 20, "raw {raw} + cast {cast} within max_bytes");
+    assert!(
+        raw + cast <= 1 << 20,
+        "raw {raw} + cast {cast} within max_bytes"
+    );
     assert!(raw > 100_000, "it recorded until the bound: {raw}");
     let events = spooled(&rec_dir);
     let cut = events_of(&events, "auditrail.recording");
@@ -382,7 +425,10 @@ fn max_bytes_cuts_the_recording_and_the_session_goes_on() {
     assert_eq!(cut[0]["reason"], "max_bytes");
     assert_eq!(cut[0]["action"], "stop_recording");
     assert_eq!(cut[0]["raw_bytes"], raw);
-    assert_eq!(cut[0]["raw_sha256"], sha256_of(&rec_dir.join("big-1.raw")).as_str());
+    assert_eq!(
+        cut[0]["raw_sha256"],
+        sha256_of(&rec_dir.join("big-1.raw")).as_str()
+    );
     let end = events_of(&events, "session.end");
     assert_eq!(end[0]["truncated"], true);
     assert_eq!(end[0]["truncated_reason"], "max_bytes");
@@ -399,13 +445,22 @@ fn max_bytes_cuts_the_recording_and_the_session_goes_on() {
         .arg(&rec_dir)
         .arg("--socket")
         .arg(d.join("nobody.sock"))
-        .args(["--sid", "big-2", "--max-bytes", "256KiB", "--when-full", "terminate", "--"])
+        .args([
+            "--sid",
+            "big-2",
+            "--max-bytes",
+            "256KiB",
+            "--when-full",
+            "terminate",
+            "--",
+        ])
         .args(["cat", "/dev/urandom"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let tail = String::from_utf8_lossy(&out.stdout[out.stdout.len().saturating_sub(4096)..]).into_owned();
+    let tail =
+        String::from_utf8_lossy(&out.stdout[out.stdout.len().saturating_sub(4096)..]).into_owned();
     assert!(tail.contains("auditrail: the session is ended"), "{tail}");
     let events = spooled(&rec_dir);
     let cut: Vec<&Value> = events
@@ -421,7 +476,15 @@ fn max_bytes_cuts_the_recording_and_the_session_goes_on() {
         .arg(&rec_dir)
         .arg("--socket")
         .arg(d.join("nobody.sock"))
-        .args(["--sid", "floor-1", "--min-free-bytes", "1000000TB", "--", "echo", "hi"])
+        .args([
+            "--sid",
+            "floor-1",
+            "--min-free-bytes",
+            "1000000TB",
+            "--",
+            "echo",
+            "hi",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .status()
@@ -477,11 +540,7 @@ fn proxy_mode_with_host_events_is_refused_and_examples_validate() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cfg = d.join("c.toml");
-    std::fs::write(
-        &cfg,
-        "[recording]\nmode = \"proxy\"\nhost_events = true\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, "[recording]\nmode = \"proxy\"\nhost_events = true\n").unwrap();
     let out = record()
         .arg("--config")
         .arg(&cfg)
@@ -491,14 +550,24 @@ fn proxy_mode_with_host_events_is_refused_and_examples_validate() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("proxy mode") && err.contains("host_events"), "{err}");
-    for f in ["examples/recording-node.toml", "examples/recording-proxy.toml"] {
+    assert!(
+        err.contains("proxy mode") && err.contains("host_events"),
+        "{err}"
+    );
+    for f in [
+        "examples/recording-node.toml",
+        "examples/recording-proxy.toml",
+    ] {
         let out = Command::new(binary())
             .args(["validate", "--config", f])
             .current_dir(workspace_root())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -514,7 +583,14 @@ fn asciicast_v3_and_recorded_keystrokes() {
         .arg(&rec_dir)
         .arg("--socket")
         .arg(d.join("nobody.sock"))
-        .args(["--sid", "v3-1", "--cast-format", "v3", "--record-input", "--"])
+        .args([
+            "--sid",
+            "v3-1",
+            "--cast-format",
+            "v3",
+            "--record-input",
+            "--",
+        ])
         .args(["sh", "-c", "read line; echo \"got: $line\"; exit 6"])
         .stdin(std::fs::File::open(&input).unwrap())
         .stdout(Stdio::null())

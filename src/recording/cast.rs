@@ -227,7 +227,10 @@ fn decode_lossy(mut bytes: &[u8], last: bool, out: &mut Vec<u8>) -> usize {
             Err(e) => {
                 let valid = e.valid_up_to();
                 // SAFETY: `valid_up_to` bytes were just validated as UTF-8.
-                escape_str(unsafe { std::str::from_utf8_unchecked(&bytes[..valid]) }, out);
+                escape_str(
+                    unsafe { std::str::from_utf8_unchecked(&bytes[..valid]) },
+                    out,
+                );
                 match e.error_len() {
                     Some(n) => {
                         out.extend_from_slice("\u{FFFD}".as_bytes());

@@ -208,7 +208,12 @@ pub fn parse(path: &Path, text: &str) -> Result<(PathBuf, RecordingConfig), Conf
             let span = r.span();
             let r = r.into_inner();
             r.validate().map_err(|(field, message)| {
-                ConfigError::at(path, text, span.start, format!("[recording] `{field}`: {message}"))
+                ConfigError::at(
+                    path,
+                    text,
+                    span.start,
+                    format!("[recording] `{field}`: {message}"),
+                )
             })?;
             r
         }

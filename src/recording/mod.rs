@@ -313,20 +313,14 @@ fn record(args: RecordArgs) -> Result<i32, String> {
         }
         Plan::Pty { cmd, command } => {
             // The recordings directory first: the spool lives in it.
-            let store = store::Store::create(
-                &s.dir,
-                &sid,
-                s.rec.max_bytes.0,
-                s.rec.min_free_bytes.0,
-            );
+            let store =
+                store::Store::create(&s.dir, &sid, s.rec.max_bytes.0, s.rec.min_free_bytes.0);
             let store = match store {
                 Ok(st) => Ok(st),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(format!(
-                        "session {sid} is already recorded in {}: {e}; a session id is never reused",
-                        s.dir.display()
-                    ))
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(format!(
+                    "session {sid} is already recorded in {}: {e}; a session id is never reused",
+                    s.dir.display()
+                )),
                 Err(e) => Err(e),
             };
             let spool_dir = store.as_ref().ok().map(|_| s.dir.join("spool"));
@@ -334,10 +328,7 @@ fn record(args: RecordArgs) -> Result<i32, String> {
             let store = match store {
                 Ok(st) => Some(st),
                 Err(e) => {
-                    let reason = format!(
-                        "recordings directory {} unusable: {e}",
-                        s.dir.display()
-                    );
+                    let reason = format!("recordings directory {} unusable: {e}", s.dir.display());
                     sender.send(
                         EventLine::new("auditrail.recording", "AR1003W", &id)
                             .field("kind", "error")
@@ -346,7 +337,9 @@ fn record(args: RecordArgs) -> Result<i32, String> {
                     );
                     if s.rec.when_full == WhenFull::Terminate {
                         sender.finish(Duration::from_secs(3));
-                        return Err(format!("{reason}; not starting the session (when_full = \"terminate\")"));
+                        return Err(format!(
+                            "{reason}; not starting the session (when_full = \"terminate\")"
+                        ));
                     }
                     None
                 }
@@ -392,17 +385,23 @@ fn record(args: RecordArgs) -> Result<i32, String> {
                 },
             );
             rec.header(&header);
-            let outcome = match session::start(cmd, signals) {
+            let (outcome, bytes_written, d, truncated) = match session::start(cmd, signals) {
                 Ok((mut running, _, _)) => {
-                    let r = session::run(&mut running, &mut rec);
+                    let o = session::run(&mut running, rec);
                     drop(running.raw.take());
-                    r.map_err(|e| format!("the session failed: {e}"))
+                    (
+                        o.exit.map_err(|e| format!("the session failed: {e}")),
+                        o.bytes_written,
+                        o.digests,
+                        o.truncated,
+                    )
                 }
-                Err(e) => Err(format!("cannot start `{command}`: {e}")),
+                Err(e) => {
+                    let (d, t) = rec.finish(127);
+                    (Err(format!("cannot start `{command}`: {e}")), 0, d, t)
+                }
             };
             let exit = *outcome.as_ref().unwrap_or(&127);
-            let bytes_written = rec.bytes_written;
-            let (d, truncated) = rec.finish(exit);
             let mut end = EventLine::new("session.end", "T2004I", &id)
                 .field("session_start", events::rfc3339(started_at))
                 .field("session_stop", events::now())
@@ -453,14 +452,24 @@ mod tests {
     fn the_ssh_target_is_the_first_operand() {
         assert_eq!(ssh_target(&v(&["ssh", "db1"])), Some("db1".into()));
         assert_eq!(
-            ssh_target(&v(&["/usr/bin/ssh", "-p", "2222", "-A", "alice@db1.example", "uptime"])),
+            ssh_target(&v(&[
+                "/usr/bin/ssh",
+                "-p",
+                "2222",
+                "-A",
+                "alice@db1.example",
+                "uptime"
+            ])),
             Some("db1.example".into())
         );
         assert_eq!(
             ssh_target(&v(&["ssh", "-p2222", "-oStrictHostKeyChecking=no", "db2"])),
             Some("db2".into())
         );
-        assert_eq!(ssh_target(&v(&["ssh", "ssh://bob@db3:22"])), Some("db3".into()));
+        assert_eq!(
+            ssh_target(&v(&["ssh", "ssh://bob@db3:22"])),
+            Some("db3".into())
+        );
         assert_eq!(ssh_target(&v(&["mosh", "db1"])), None);
         assert_eq!(ssh_target(&v(&["ssh", "-v"])), None);
     }

@@ -22,7 +22,8 @@ pub struct Pty {
 
 /// Opens a pty pair sized `size`, with `settings` (the user's terminal's) on the slave.
 pub fn open(size: Winsize, settings: Option<&Termios>) -> io::Result<(Pty, OwnedFd)> {
-    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
     rustix::pty::grantpt(&master)?;
     rustix::pty::unlockpt(&master)?;
     let name = rustix::pty::ptsname(&master, Vec::new())?;

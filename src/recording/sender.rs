@@ -34,7 +34,8 @@ pub struct Sender {
     tx: Option<SyncSender<Vec<u8>>>,
     spool: Arc<Mutex<Spool>>,
     spool_only: Arc<AtomicBool>,
-    done: Receiver<()>,
+    /// In a mutex only so that the handle is `Sync` (the recording thread sends through it too).
+    done: Mutex<Receiver<()>>,
 }
 
 /// The spool writer, and whether a failure to spool was already reported.
@@ -57,9 +58,7 @@ impl Spool {
                 self.warned = true;
                 // The one place an event can be lost: say so where someone sees it.
                 tracing::error!(error = %e, "auditrail record: the agent is unreachable and the event spool cannot be written; events are lost");
-                eprintln!(
-                    "\r\nauditrail: cannot deliver or spool audit events: {e}\r"
-                );
+                eprintln!("\r\nauditrail: cannot deliver or spool audit events: {e}\r");
             }
         }
     }
@@ -72,9 +71,7 @@ impl Sender {
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
         let (done_tx, done) = mpsc::channel();
         let spool = Arc::new(Mutex::new(Spool {
-            writer: spool_dir
-                .clone()
-                .map(|d| SpoolWriter::new(d, &id.sid)),
+            writer: spool_dir.clone().map(|d| SpoolWriter::new(d, &id.sid)),
             warned: false,
         }));
         let spool_only = Arc::new(AtomicBool::new(false));
@@ -93,7 +90,7 @@ impl Sender {
             tx: Some(tx),
             spool,
             spool_only,
-            done,
+            done: Mutex::new(done),
         }
     }
 
@@ -123,13 +120,14 @@ impl Sender {
     /// Ends delivery: waits up to `bound` for the queue to reach the agent, then spools what is left.
     pub fn finish(mut self, bound: Duration) {
         drop(self.tx.take());
-        match self.done.recv_timeout(bound) {
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        match done.recv_timeout(bound) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
             Err(RecvTimeoutError::Timeout) => {
                 // The agent is slow: everything not yet written goes to the spool; the write in progress has
                 // its own timeout.
                 self.spool_only.store(true, Ordering::SeqCst);
-                let _ = self.done.recv_timeout(WRITE_TIMEOUT * 2);
+                let _ = done.recv_timeout(WRITE_TIMEOUT * 2);
             }
         }
     }
@@ -252,10 +250,7 @@ pub fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
             tv_nsec: timeout.subsec_nanos() as _,
         };
         if rustix::event::poll(&mut fds, Some(&ts))? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connect timed out",
-            ));
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
         }
     }
     let stream = UnixStream::from(fd);

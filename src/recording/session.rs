@@ -95,13 +95,17 @@ impl<'a> Recorder<'a> {
         self.store.as_mut().filter(|s| s.recording())
     }
 
-    /// Records one chunk of output.
-    pub fn output(&mut self, data: &[u8]) {
+    /// The instant event times count from.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// Records one chunk of output, read at `at`.
+    pub fn output(&mut self, at: Duration, data: &[u8]) {
         self.bytes_written += data.len() as u64;
         if self.recording().is_none() {
             return;
         }
-        let at = self.start.elapsed();
         self.scratch.clear();
         self.encoder.output(at, data, &mut self.scratch);
         let store = self.store.as_mut().expect("checked above");
@@ -115,11 +119,10 @@ impl<'a> Recorder<'a> {
     }
 
     /// Records keystrokes, when asked to.
-    pub fn input(&mut self, data: &[u8]) {
+    pub fn input(&mut self, at: Duration, data: &[u8]) {
         if !self.limits.record_input || self.recording().is_none() {
             return;
         }
-        let at = self.start.elapsed();
         self.scratch.clear();
         self.encoder.input(at, data, &mut self.scratch);
         let store = self.store.as_mut().expect("checked above");
@@ -129,11 +132,10 @@ impl<'a> Recorder<'a> {
     }
 
     /// Records a new window size.
-    pub fn resize(&mut self, width: u16, height: u16) {
+    pub fn resize(&mut self, at: Duration, width: u16, height: u16) {
         if self.recording().is_none() {
             return;
         }
-        let at = self.start.elapsed();
         self.scratch.clear();
         self.encoder.resize(at, width, height, &mut self.scratch);
         let store = self.store.as_mut().expect("checked above");
@@ -185,11 +187,7 @@ impl<'a> Recorder<'a> {
     }
 
     fn on_cut(&mut self, cut: Cut) {
-        let d = self
-            .store
-            .as_ref()
-            .map(Store::digests)
-            .unwrap_or_default();
+        let d = self.store.as_ref().map(Store::digests).unwrap_or_default();
         // Not a warning on stderr: that is the user's terminal; the cut event is the record.
         tracing::debug!(sid = %self.id.sid, reason = %cut.reason(), "recording cut");
         self.sender.send(
@@ -208,10 +206,7 @@ impl<'a> Recorder<'a> {
     /// Ends the recording: the cast's trailer, `.done`; returns the digests and why it was truncated.
     pub fn finish(mut self, exit_code: i32) -> (Digests, Option<String>) {
         let Some(store) = self.store.take() else {
-            return (
-                empty_digests(),
-                Some("recording_unavailable".into()),
-            );
+            return (empty_digests(), Some("recording_unavailable".into()));
         };
         let at = self.start.elapsed();
         self.scratch.clear();
@@ -300,8 +295,94 @@ pub fn start(cmd: Command, signals: Signals) -> io::Result<(Running, u16, u16)> 
     ))
 }
 
-/// Runs the session until the program ends; returns its exit code.
-pub fn run(r: &mut Running, rec: &mut Recorder<'_>) -> io::Result<i32> {
+/// What the loop hands to the recording thread, in order.
+enum Msg {
+    Output(Duration, Vec<u8>),
+    Input(Duration, Vec<u8>),
+    Resize(Duration, u16, u16),
+}
+
+/// Chunks in flight to the recording thread (64 KiB each): the program is slowed down only when recording
+/// falls this far behind.
+const IN_FLIGHT: usize = 64;
+
+/// The end of a session: exit code, output bytes, final digests, why the recording is truncated.
+pub struct Outcome {
+    /// The program's exit code.
+    pub exit: io::Result<i32>,
+    /// Output bytes the session produced (recorded or not).
+    pub bytes_written: u64,
+    /// The recording's final digests.
+    pub digests: Digests,
+    /// Why recording stopped early, if it did.
+    pub truncated: Option<String>,
+}
+
+/// Runs the session until the program ends. The loop itself only moves bytes (master → user's terminal,
+/// stdin → master); hashing, encoding and writing happen on a second thread, fed in order through a
+/// bounded channel, so the two cores share the work and the program is never waiting on a checkpoint's
+/// fdatasync.
+pub fn run(r: &mut Running, mut rec: Recorder<'_>) -> Outcome {
+    let start = rec.start();
+    let recording = std::sync::atomic::AtomicBool::new(rec.recording().is_some());
+    let record_input = rec.limits.record_input;
+    let cut_to_terminate: std::sync::Mutex<Option<Cut>> = std::sync::Mutex::new(None);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(IN_FLIGHT);
+    let mut bytes_written = 0u64;
+    let (exit, (digests, truncated)) = std::thread::scope(|scope| {
+        let (rec_flag, cut_slot) = (&recording, &cut_to_terminate);
+        let writer = scope.spawn(move || {
+            loop {
+                match rx.recv_timeout(rec.until_checkpoint().max(Duration::from_millis(10))) {
+                    Ok(Msg::Output(at, data)) => rec.output(at, &data),
+                    Ok(Msg::Input(at, data)) => rec.input(at, &data),
+                    Ok(Msg::Resize(at, w, h)) => rec.resize(at, w, h),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                rec.tick();
+                if rec.recording().is_none() {
+                    rec_flag.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                if let Some(cut) = rec.terminate.take() {
+                    *cut_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(cut);
+                    terminal::wake();
+                }
+            }
+            rec
+        });
+        let exit = pump(
+            r,
+            start,
+            &tx,
+            &recording,
+            record_input,
+            &cut_to_terminate,
+            &mut bytes_written,
+        );
+        drop(tx);
+        let rec = writer.join().expect("the recording thread does not panic");
+        let code = *exit.as_ref().unwrap_or(&127);
+        (exit, rec.finish(code))
+    });
+    Outcome {
+        exit,
+        bytes_written,
+        digests,
+        truncated,
+    }
+}
+
+/// The byte-moving loop; returns the program's exit code.
+fn pump(
+    r: &mut Running,
+    start: Instant,
+    tx: &std::sync::mpsc::SyncSender<Msg>,
+    recording: &std::sync::atomic::AtomicBool,
+    record_input: bool,
+    cut_to_terminate: &std::sync::Mutex<Option<Cut>>,
+    bytes_written: &mut u64,
+) -> io::Result<i32> {
     let pid = r.child.id() as i32;
     let mut buf = vec![0u8; CHUNK];
     let mut pending: Vec<u8> = Vec::new();
@@ -310,6 +391,15 @@ pub fn run(r: &mut Running, rec: &mut Recorder<'_>) -> io::Result<i32> {
     let mut term_signals = 0;
     let mut terminated = false;
     let mut master_done = false;
+    let is_recording = || recording.load(std::sync::atomic::Ordering::Relaxed);
+    let output = |data: &[u8], bytes_written: &mut u64| -> io::Result<()> {
+        write_stdout(data)?;
+        *bytes_written += data.len() as u64;
+        if is_recording() {
+            let _ = tx.send(Msg::Output(start.elapsed(), data.to_vec()));
+        }
+        Ok(())
+    };
     loop {
         let stdin = rustix::stdio::stdin();
         let want_stdin = stdin_open && pending.len() < MAX_PENDING_INPUT;
@@ -317,21 +407,22 @@ pub fn run(r: &mut Running, rec: &mut Recorder<'_>) -> io::Result<i32> {
         if !pending.is_empty() {
             master_flags |= PollFlags::OUT;
         }
-        let timeout = rec.until_checkpoint().max(Duration::from_millis(10));
-        let ts = rustix::event::Timespec {
-            tv_sec: timeout.as_secs() as _,
-            tv_nsec: timeout.subsec_nanos() as _,
-        };
         let sfd = r.signals.fd();
         let (sig_ready, master_ready, stdin_ready) = {
-            let mut fds = vec![
+            let mut fds = [
                 PollFd::new(&sfd, PollFlags::IN),
                 PollFd::new(&r.pty.master, master_flags),
+                PollFd::new(
+                    &stdin,
+                    if want_stdin {
+                        PollFlags::IN
+                    } else {
+                        PollFlags::empty()
+                    },
+                ),
             ];
-            if want_stdin {
-                fds.push(PollFd::new(&stdin, PollFlags::IN));
-            }
-            match rustix::event::poll(&mut fds, Some(&ts)) {
+            let n = if want_stdin { 3 } else { 2 };
+            match rustix::event::poll(&mut fds[..n], None) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -339,24 +430,41 @@ pub fn run(r: &mut Running, rec: &mut Recorder<'_>) -> io::Result<i32> {
             (
                 fds[0].revents(),
                 fds[1].revents(),
-                fds.get(2).map(|f| f.revents()).unwrap_or(PollFlags::empty()),
+                if want_stdin {
+                    fds[2].revents()
+                } else {
+                    PollFlags::empty()
+                },
             )
         };
         if !master_ready.is_empty() && !master_done {
-            // Output first: what the program wrote reaches the user before anything else happens.
-            for _ in 0..64 {
-                match pty::read(&r.pty.master, &mut buf) {
-                    Ok(0) => {
-                        master_done = true;
-                        break;
+            // Output first: what the program wrote reaches the user before anything else happens. The
+            // master hands out at most a few KiB per read; what is already there is gathered into one
+            // chunk (never waiting for more), so the terminal and the recording get one write per chunk.
+            for _ in 0..4 {
+                let mut filled = 0;
+                let mut more = true;
+                while filled < buf.len() {
+                    match pty::read(&r.pty.master, &mut buf[filled..]) {
+                        Ok(0) => {
+                            master_done = true;
+                            more = false;
+                            break;
+                        }
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            more = false;
+                            break;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
                     }
-                    Ok(n) => {
-                        write_stdout(&buf[..n])?;
-                        rec.output(&buf[..n]);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                }
+                if filled > 0 {
+                    output(&buf[..filled], bytes_written)?;
+                }
+                if !more {
+                    break;
                 }
             }
             if master_ready.contains(PollFlags::OUT) && !pending.is_empty() {
@@ -373,7 +481,9 @@ pub fn run(r: &mut Running, rec: &mut Recorder<'_>) -> io::Result<i32> {
             match rustix::io::read(stdin, &mut buf) {
                 Ok(0) => stdin_open = false,
                 Ok(n) => {
-                    rec.input(&buf[..n]);
+                    if record_input && is_recording() {
+                        let _ = tx.send(Msg::Input(start.elapsed(), buf[..n].to_vec()));
+                    }
                     pending.extend_from_slice(&buf[..n]);
                     if let Ok(w) = rustix::io::write(&r.pty.master, &pending) {
                         pending.drain(..w);
@@ -383,7 +493,6 @@ pub fn run(r: &mut Running, rec: &mut Recorder<'_>) -> io::Result<i32> {
                 Err(_) => stdin_open = false,
             }
         }
-        let mut child_gone = None;
         if !sig_ready.is_empty() {
             for sig in r.signals.take() {
                 match sig {
@@ -392,26 +501,32 @@ pub fn run(r: &mut Running, rec: &mut Recorder<'_>) -> io::Result<i32> {
                         if (s.ws_col, s.ws_row) != (size.ws_col, size.ws_row) {
                             size = s;
                             r.pty.resize(s);
-                            rec.resize(s.ws_col, s.ws_row);
+                            if is_recording() {
+                                let _ = tx.send(Msg::Resize(start.elapsed(), s.ws_col, s.ws_row));
+                            }
                         }
                     }
-                    libc::SIGCHLD => {}
-                    s => {
+                    libc::SIGTERM | libc::SIGHUP | libc::SIGINT => {
                         term_signals += 1;
-                        let forward = if term_signals > 1 { libc::SIGKILL } else { s };
+                        let forward = if term_signals > 1 { libc::SIGKILL } else { sig };
                         // The program leads its own session: signal its whole process group.
+                        // SAFETY: signalling our own child and its group.
                         unsafe {
                             libc::kill(-pid, forward);
                             libc::kill(pid, forward);
                         }
                     }
+                    // SIGCHLD, or a wake-up from the recording thread: checked below.
+                    _ => {}
                 }
             }
         }
-        if let Some(status) = r.child.try_wait()? {
-            child_gone = Some(status);
-        }
-        if let Some(cut) = rec.terminate.take().filter(|_| !terminated) {
+        let child_gone = r.child.try_wait()?;
+        let cut = cut_to_terminate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(cut) = cut.filter(|_| !terminated) {
             terminated = true;
             let _ = write_stdout(
                 format!(
@@ -420,13 +535,13 @@ pub fn run(r: &mut Running, rec: &mut Recorder<'_>) -> io::Result<i32> {
                 )
                 .as_bytes(),
             );
+            // SAFETY: signalling our own child and its group.
             unsafe {
                 libc::kill(-pid, libc::SIGHUP);
                 libc::kill(-pid, libc::SIGTERM);
                 libc::kill(pid, libc::SIGTERM);
             }
         }
-        rec.tick();
         if master_done && child_gone.is_none() {
             // Nothing holds the terminal any more: the program is ending.
             let status = r.child.wait()?;
@@ -438,10 +553,7 @@ pub fn run(r: &mut Running, rec: &mut Recorder<'_>) -> io::Result<i32> {
                 loop {
                     match pty::read(&r.pty.master, &mut buf) {
                         Ok(0) => break,
-                        Ok(n) => {
-                            write_stdout(&buf[..n])?;
-                            rec.output(&buf[..n]);
-                        }
+                        Ok(n) => output(&buf[..n], bytes_written)?,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => break,
                     }

@@ -235,17 +235,21 @@ mod tests {
         let listener = UnixListener::bind(&sock).unwrap();
         let mut client = UnixStream::connect(&sock).unwrap();
         let (mut server, _) = listener.accept().unwrap();
-        let d = drain(
-            &spool,
-            &mut client,
-            Instant::now() + Duration::from_secs(5),
-        );
+        let d = drain(&spool, &mut client, Instant::now() + Duration::from_secs(5));
         drop(client);
         let mut got = String::new();
         server.read_to_string(&mut got).unwrap();
         assert_eq!(got, "{\"event\":\"b\"}\n{\"event\":\"c\"}\n");
-        assert_eq!((d.files, d.events, d.damaged, d.left), (1, 2, 3, 1), "{d:?}");
+        assert_eq!(
+            (d.files, d.events, d.damaged, d.left),
+            (1, 2, 3, 1),
+            "{d:?}"
+        );
         assert!(!spool.join("old.ndjson").exists());
-        assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 1, "the live file stays");
+        assert_eq!(
+            std::fs::read_dir(&spool).unwrap().count(),
+            1,
+            "the live file stays"
+        );
     }
 }

@@ -85,12 +85,7 @@ pub struct Store {
 impl Store {
     /// Creates `<sid>.raw` and `<sid>.cast` (mode 0600, refusing existing files) in `dir`, creating `dir`
     /// (0700) when missing.
-    pub fn create(
-        dir: &Path,
-        sid: &str,
-        max_bytes: u64,
-        min_free_bytes: u64,
-    ) -> io::Result<Store> {
+    pub fn create(dir: &Path, sid: &str, max_bytes: u64, min_free_bytes: u64) -> io::Result<Store> {
         if !dir.exists() {
             auditrail_core::private_fs::create_dir_all(dir)?;
         }
@@ -258,6 +253,9 @@ mod tests {
             serde_json::from_slice(&std::fs::read(dir.path().join("s1.done")).unwrap()).unwrap();
         assert_eq!(done["truncated"], true);
         assert_eq!(done["raw_sha256"], d.raw_sha256.as_str());
-        assert!(Store::create(dir.path(), "s1", 10_000, 0).is_err(), "never overwrites");
+        assert!(
+            Store::create(dir.path(), "s1", 10_000, 0).is_err(),
+            "never overwrites"
+        );
     }
 }

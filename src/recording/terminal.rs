@@ -127,6 +127,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
+/// Wakes the session loop (from another thread): a 0 byte on the signal pipe.
+pub fn wake() {
+    on_signal(0);
+}
+
 /// Signals as bytes on a pipe.
 pub struct Signals {
     read: OwnedFd,
@@ -139,10 +144,7 @@ impl Signals {
         let (read, write) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
         )?;
-        PIPE_WRITE.store(
-            std::os::fd::AsRawFd::as_raw_fd(&write),
-            Ordering::SeqCst,
-        );
+        PIPE_WRITE.store(std::os::fd::AsRawFd::as_raw_fd(&write), Ordering::SeqCst);
         for sig in SIGNALS {
             // SAFETY: the handler only calls async-signal-safe functions; SA_RESTART keeps blocking writes to
             // the user's terminal from failing with EINTR.
