@@ -164,7 +164,7 @@ pub fn ssh_target(args: &[String]) -> Option<String> {
     const WITH_VALUE: &str = "BbcDEeFIiJLlmOoPpQRSWw";
     let mut it = args.iter();
     let first = it.next()?;
-    if !first.rsplit('/').next().is_some_and(|p| p == "ssh") {
+    if first.rsplit('/').next() != Some("ssh") {
         return None;
     }
     while let Some(a) = it.next() {
