@@ -620,3 +620,147 @@ fn asciicast_v3_and_recorded_keystrokes() {
     assert_eq!(last[1], "x");
     assert_eq!(last[2], "6");
 }
+
+/// SHA-256 of the first `n` bytes of `path`.
+fn prefix_sha256(path: &Path, n: u64) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    assert!(
+        bytes.len() as u64 >= n,
+        "{} shorter than {n}",
+        path.display()
+    );
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), &bytes[..n as usize]).unwrap();
+    sha256_of(tmp.path())
+}
+
+#[test]
+fn checkpoints_prove_prefixes_even_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rec_dir = d.join("rec");
+    let cfg = d.join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[recording]\ndir = \"{}\"\nsocket = \"{}/nobody.sock\"\ncheckpoint_bytes = \"64KiB\"\n",
+            rec_dir.display(),
+            d.display()
+        ),
+    )
+    .unwrap();
+    let mut child = record()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--sid", "killed-1", "--"])
+        .args([
+            "sh",
+            "-c",
+            "head -c 300000 /dev/urandom | od -An -tx1; sleep 60",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "checkpoints in the spool", || {
+        let e = spooled(&rec_dir);
+        e.iter().filter(|e| e["kind"] == "checkpoint").count() >= 5
+            && std::fs::metadata(rec_dir.join("killed-1.raw")).is_ok_and(|m| m.len() >= 900_000)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !rec_dir.join("killed-1.done").exists(),
+        "a killed recording is not done"
+    );
+    let events = spooled(&rec_dir);
+    let checkpoints: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "checkpoint")
+        .collect();
+    let mut last = 0;
+    for c in &checkpoints {
+        assert_eq!(c["code"], "AR1001I");
+        assert_eq!(c["sid"], "killed-1");
+        let (rb, cb) = (
+            c["raw_bytes"].as_u64().unwrap(),
+            c["cast_bytes"].as_u64().unwrap(),
+        );
+        assert!(rb > last, "checkpoints advance");
+        last = rb;
+        assert_eq!(
+            c["raw_sha256"],
+            prefix_sha256(&rec_dir.join("killed-1.raw"), rb).as_str()
+        );
+        assert_eq!(
+            c["cast_sha256"],
+            prefix_sha256(&rec_dir.join("killed-1.cast"), cb).as_str()
+        );
+    }
+    // The spooled events are whole lines: the next session could deliver them.
+    assert!(events_of(&events, "session.start").len() == 1);
+    // The program needs no cleanup: the master closed with the recorder, so the kernel hung up its terminal.
+}
+
+#[test]
+fn sigterm_to_the_recorder_ends_the_session_and_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rec_dir = d.join("rec");
+    let p = |name: &str| d.join(name).display().to_string();
+    // The inner shell execs into the recorder, so its pid is the recorder's.
+    let shell = format!(
+        "stty -a > {before}; sh -c 'echo $$ > {pid}; exec env -u SSH_ORIGINAL_COMMAND {bin} record --dir {rec} --socket {sock} --sid term-1 -- sleep 60'; echo $? > {rc}; stty -a > {after}; sleep 30",
+        before = p("before"),
+        after = p("after"),
+        pid = p("pid"),
+        rc = p("rc"),
+        sock = p("nobody.sock"),
+        rec = rec_dir.display(),
+        bin = binary().display(),
+    );
+    let tmux = Tmux {
+        sock: d.join("tmux.sock"),
+    };
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "90",
+        "-y",
+        "20",
+        &shell,
+    ]);
+    wait_for(Duration::from_secs(20), "the session to start", || {
+        spooled(&rec_dir)
+            .iter()
+            .any(|e| e["event"] == "session.start")
+    });
+    let pid: i32 = std::fs::read_to_string(d.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: signalling the recorder this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    wait_for(Duration::from_secs(20), "the recorder to exit", || {
+        std::fs::read_to_string(d.join("after")).is_ok_and(|s| s.contains("speed"))
+    });
+    assert_eq!(
+        std::fs::read_to_string(d.join("rc")).unwrap().trim(),
+        "143",
+        "the program died of the forwarded SIGTERM: 128 + 15"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("before")).unwrap(),
+        std::fs::read_to_string(d.join("after")).unwrap(),
+        "the terminal's settings are back as they were"
+    );
+    let events = spooled(&rec_dir);
+    let end = events_of(&events, "session.end");
+    assert_eq!(end[0]["exit_code"], 143);
+    assert!(rec_dir.join("term-1.done").exists());
+}

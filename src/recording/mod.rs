@@ -317,10 +317,12 @@ fn record(args: RecordArgs) -> Result<i32, String> {
                 store::Store::create(&s.dir, &sid, s.rec.max_bytes.0, s.rec.min_free_bytes.0);
             let store = match store {
                 Ok(st) => Ok(st),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(format!(
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(format!(
                     "session {sid} is already recorded in {}: {e}; a session id is never reused",
                     s.dir.display()
-                )),
+                ))
+                }
                 Err(e) => Err(e),
             };
             let spool_dir = store.as_ref().ok().map(|_| s.dir.join("spool"));
