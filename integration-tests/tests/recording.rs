@@ -459,9 +459,14 @@ fn max_bytes_cuts_the_recording_and_the_session_goes_on() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let tail =
-        String::from_utf8_lossy(&out.stdout[out.stdout.len().saturating_sub(4096)..]).into_owned();
-    assert!(tail.contains("auditrail: the session is ended"), "{tail}");
+    // The program may get a few more chunks out before the signals land, so the message is not
+    // necessarily last.
+    let message =
+        b"\r\nauditrail: the session is ended: the recording limit was reached (max_bytes)\r\n";
+    assert!(
+        out.stdout.windows(message.len()).any(|w| w == message),
+        "the user is told why the session ended"
+    );
     let events = spooled(&rec_dir);
     let cut: Vec<&Value> = events
         .iter()
@@ -663,9 +668,9 @@ fn checkpoints_prove_prefixes_even_after_kill_9() {
         .spawn()
         .unwrap();
     wait_for(Duration::from_secs(20), "checkpoints in the spool", || {
+        // Every 64 KiB of output; the files themselves lag behind by their write buffers until the next one.
         let e = spooled(&rec_dir);
-        e.iter().filter(|e| e["kind"] == "checkpoint").count() >= 5
-            && std::fs::metadata(rec_dir.join("killed-1.raw")).is_ok_and(|m| m.len() >= 900_000)
+        e.iter().filter(|e| e["kind"] == "checkpoint").count() >= 8
     });
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap();

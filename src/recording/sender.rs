@@ -56,8 +56,8 @@ impl Spool {
         if let Err(e) = result {
             if !self.warned {
                 self.warned = true;
-                // The one place an event can be lost: say so where someone sees it.
-                tracing::error!(error = %e, "auditrail record: the agent is unreachable and the event spool cannot be written; events are lost");
+                // The one place an event can be lost: say so where someone sees it (the user's terminal,
+                // which may be in raw mode, hence the \r).
                 eprintln!("\r\nauditrail: cannot deliver or spool audit events: {e}\r");
             }
         }

@@ -50,8 +50,6 @@ pub struct Recorder<'a> {
     last_checkpoint: Instant,
     checkpointed: u64,
     scratch: Vec<u8>,
-    /// Output bytes the session produced (recorded or not).
-    pub bytes_written: u64,
     /// Set when a cut asks for the session to end.
     pub terminate: Option<Cut>,
 }
@@ -77,7 +75,6 @@ impl<'a> Recorder<'a> {
             last_checkpoint: now,
             checkpointed: 0,
             scratch: Vec::with_capacity(CHUNK * 2),
-            bytes_written: 0,
             terminate: None,
         }
     }
@@ -102,7 +99,6 @@ impl<'a> Recorder<'a> {
 
     /// Records one chunk of output, read at `at`.
     pub fn output(&mut self, at: Duration, data: &[u8]) {
-        self.bytes_written += data.len() as u64;
         if self.recording().is_none() {
             return;
         }
