@@ -1,12 +1,14 @@
 //! auditrail: a node agent and forwarder for security audit data.
 //!
 //! The binary (`main.rs`) is a thin CLI over this library: [`config`] loads and checks the TOML file,
-//! [`pipeline`] runs sources → buffers → sinks, [`api`] serves metrics and health.
+//! [`pipeline`] runs sources → buffers → sinks, [`api`] serves metrics and health,
+//! [`recording`] is `auditrail record` (the session recorder).
 
 pub mod api;
 pub mod config;
 pub mod integrity;
 pub mod pipeline;
+pub mod recording;
 pub mod sessions;
 pub mod sources;
 pub mod systemd;

@@ -1,4 +1,4 @@
-//! The `auditrail` command line: `run`, `validate`, `keygen`, `verify`, `buffer inspect`, `--version`.
+//! The `auditrail` command line: `run`, `validate`, `keygen`, `verify`, `record`, `buffer inspect`, `--version`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -54,6 +54,9 @@ enum Command {
     /// or forged, and whether the seals prove the rest. Exit status 0: intact; 1: tampered; 2: usage or input
     /// error.
     Verify(auditrail::verify::VerifyArgs),
+    /// Record a terminal session: run CMD in a PTY, write <sid>.raw and <sid>.cast to the recordings
+    /// directory, send session events to the agent. Exit status: the program's (128+N for signal N).
+    Record(auditrail::recording::RecordArgs),
     /// Work with sinks' disk buffers.
     Buffer {
         #[command(subcommand)]
@@ -75,9 +78,15 @@ enum BufferCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    // The recorder runs on the user's terminal: only warnings and errors there, unless AUDITRAIL_LOG says.
+    let default_level = match cli.command {
+        Command::Record(_) => "warn",
+        _ => "info",
+    };
+    init_logs(cli.log_format, default_level);
     let result = match cli.command {
         Command::Verify(args) => return auditrail::verify::main(args),
+        Command::Record(args) => return auditrail::recording::main(args),
         Command::Run { config } => run(config.as_deref()),
         Command::Validate { config } => validate(&config),
         Command::Keygen { out } => keygen(&out),
@@ -94,9 +103,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs(format: LogFormat) {
+fn init_logs(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AUDITRAIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod cgroups;
 pub mod integrity;
+
+pub use cgroups::{cgroup2_mount, root_or_skip};
 
 /// Path of the agent binary, building it on first use when `AUDITRAIL_BIN` is not set.
 pub fn binary() -> PathBuf {

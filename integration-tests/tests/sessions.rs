@@ -18,40 +18,6 @@ use auditrail_integration_tests::*;
 /// The uid/gid of `nobody`.
 const NOBODY: u32 = 65534;
 
-fn root_or_skip(what: &str) -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    println!("not root: {what} not run");
-    assert!(
-        std::env::var_os("AUDITRAIL_REQUIRE_ROOT").is_none(),
-        "root is required but missing"
-    );
-    false
-}
-
-/// The cgroup2 mount point, from /proc/self/mountinfo.
-fn cgroup2_mount() -> PathBuf {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mounts: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            (post.split(' ').next()? == "cgroup2")
-                .then(|| PathBuf::from(pre.split(' ').nth(4).unwrap()))
-        })
-        .collect();
-    for p in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-        if let Some(m) = mounts.iter().find(|m| m.as_path() == Path::new(p)) {
-            return m.clone();
-        }
-    }
-    mounts
-        .first()
-        .cloned()
-        .expect("a cgroup2 filesystem is mounted")
-}
-
 /// The system python (readable by `nobody`, unlike a pyenv under /root).
 fn python() -> &'static str {
     if Path::new("/usr/bin/python3").exists() {

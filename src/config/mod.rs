@@ -51,6 +51,9 @@ pub struct Config {
     pub dead_letter: DeadLetterConfig,
     /// `[sessions]`: the sessions socket and session cgroups, if configured.
     pub sessions: Option<crate::sessions::SessionsConfig>,
+    /// `[recording]`: the session recorder's settings (`auditrail record --config` reads them; the agent
+    /// only checks them).
+    pub recording: Option<crate::recording::config::RecordingConfig>,
 }
 
 /// `[api]`: where `/metrics` and `/health` are served.
@@ -99,6 +102,7 @@ struct ConfigFile {
     dead_letter: Option<Spanned<DeadLetterConfig>>,
     #[serde(default)]
     sessions: Option<Spanned<crate::sessions::SessionsConfig>>,
+    recording: Option<Spanned<crate::recording::config::RecordingConfig>>,
 }
 
 /// The keys every sink has; `type` and the rest go to [`SinkConfig`].
@@ -313,6 +317,22 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// An optional top-level table, checked by its own `validate` (which names the bad field); the error
+    /// points at the table in the file.
+    fn table<T>(
+        &self,
+        table: Option<Spanned<T>>,
+        name: &str,
+        validate: impl FnOnce(&T) -> Result<(), (&'static str, String)>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(table) = table else { return Ok(None) };
+        let span = table.span();
+        let table = table.into_inner();
+        validate(&table)
+            .map_err(|(field, message)| self.err(span, format!("[{name}] `{field}`: {message}")))?;
+        Ok(Some(table))
+    }
+
     fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         ConfigError::at_span(
             self.path,
@@ -413,17 +433,7 @@ impl Checker<'_> {
                 },
             );
         }
-        let integrity = match file.integrity {
-            None => None,
-            Some(i) => {
-                let span = i.span();
-                let i = i.into_inner();
-                i.validate().map_err(|(field, message)| {
-                    self.err(span, format!("[integrity] `{field}`: {message}"))
-                })?;
-                Some(i)
-            }
-        };
+        let integrity = self.table(file.integrity, "integrity", |i| i.validate())?;
         let dead_letter = match file.dead_letter {
             None => DeadLetterConfig::default(),
             Some(d) => {
@@ -434,21 +444,13 @@ impl Checker<'_> {
                 d
             }
         };
-        let sessions = match file.sessions {
-            None => None,
-            Some(c) => {
-                let span = c.span();
-                let c = c.into_inner();
-                c.validate().map_err(|(field, message)| {
-                    self.err(span, format!("[sessions] `{field}`: {message}"))
-                })?;
-                Some(c)
-            }
-        };
+        let sessions = self.table(file.sessions, "sessions", |c| c.validate())?;
+        let recording = self.table(file.recording, "recording", |r| r.validate())?;
         Ok(Config {
             integrity,
             dead_letter,
             sessions,
+            recording,
             data_dir: file.data_dir,
             shutdown_timeout: file.shutdown_timeout.0,
             api: file.api,

@@ -243,10 +243,6 @@ fn sessions_table_defaults_and_errors() {
         s.socket_path(&c.data_dir),
         Path::new("/tmp/x/sessions.sock")
     );
-    assert_eq!(
-        s.recordings_path(&c.data_dir),
-        Path::new("/tmp/x/recordings")
-    );
     assert_eq!(s.mode.0, 0o666);
     assert_eq!((s.max_sessions, s.max_per_uid), (4096, 64));
     assert_eq!(s.cgroup_root, "auto");
@@ -295,4 +291,21 @@ path = "/tmp/out.ndjson"
         panic!()
     };
     assert_eq!(u.mode.0, 0o600, "the default stays private");
+}
+
+#[test]
+fn the_recording_table_is_checked_with_the_agent_config() {
+    let c = parse(&format!(
+        "{GOOD}\n[recording]\nmode = \"proxy\"\nmax_bytes = \"2GiB\"\n"
+    ))
+    .unwrap();
+    let r = c.recording.unwrap();
+    assert_eq!(r.mode, crate::recording::config::Mode::Proxy);
+    assert_eq!(r.max_bytes.0, 2 << 30);
+    let e = err(&format!("{GOOD}\n[recording]\nmax_bytez = 1\n"));
+    assert!(e.contains("unknown field `max_bytez`"), "{e}");
+    let e = err(&format!(
+        "{GOOD}\n[recording]\nmode = \"proxy\"\nhost_events = true\n"
+    ));
+    assert!(e.contains("[recording] `host_events`"), "{e}");
 }

@@ -225,6 +225,10 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
         Some(c) => Some(crate::sessions::server::start(
             c,
             &config.data_dir,
+            config.recording.as_ref().map_or_else(
+                || config.data_dir.join("recordings"),
+                |r| r.dir_in(&config.data_dir),
+            ),
             shutdown.clone(),
         )?),
         None => None,

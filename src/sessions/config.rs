@@ -30,10 +30,6 @@ pub struct SessionsConfig {
     /// How often empty session cgroups whose session is over are looked for and removed. Default `"10s"`.
     #[serde(default = "default_sweep")]
     pub sweep_interval: Interval,
-    /// The recordings directory, created with `spool/` (mode 1733, see docs/sessions.md) when missing.
-    /// Default `<data_dir>/recordings`; must be the recorder's `--dir`.
-    #[serde(default)]
-    pub recordings_dir: Option<PathBuf>,
 }
 
 fn default_mode() -> SocketMode {
@@ -81,12 +77,5 @@ impl SessionsConfig {
         self.socket
             .clone()
             .unwrap_or_else(|| data_dir.join("sessions.sock"))
-    }
-
-    /// The recordings directory: `recordings_dir`, or `<data_dir>/recordings`.
-    pub fn recordings_path(&self, data_dir: &Path) -> PathBuf {
-        self.recordings_dir
-            .clone()
-            .unwrap_or_else(|| data_dir.join("recordings"))
     }
 }

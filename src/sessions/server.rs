@@ -138,9 +138,11 @@ struct Request {
 }
 
 /// Binds the socket (replacing a stale one), prepares the recordings directory, and starts serving.
+/// `recordings` is the recordings directory (`[recording] dir`, or `<data_dir>/recordings`).
 pub fn start(
     config: &SessionsConfig,
     data_dir: &Path,
+    recordings: PathBuf,
     shutdown: Shutdown,
 ) -> Result<Sessions, SessionsError> {
     let path = config.socket_path(data_dir);
@@ -148,7 +150,6 @@ pub fn start(
         path: path.clone(),
         source,
     };
-    let recordings = config.recordings_path(data_dir);
     shared_dirs::prepare_drop_dir(&recordings.join("spool"), data_dir).map_err(|source| {
         SessionsError::Recordings {
             path: recordings.clone(),
