@@ -12,4 +12,5 @@ pub mod recording;
 pub mod sessions;
 pub mod sources;
 pub mod systemd;
+pub mod unix_connect;
 pub mod verify;

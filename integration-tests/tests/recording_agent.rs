@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use auditrail_integration_tests::recordings::{file, recording};
 use auditrail_integration_tests::*;
 use serde_json::Value;
 
@@ -94,24 +95,6 @@ fn verify(d: &Path) -> (i32, Value) {
         )
     });
     (out.status.code().unwrap_or(-1), report)
-}
-
-fn recording<'a>(report: &'a Value, sid: &str) -> &'a Value {
-    report["recordings"]["recordings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["sid"] == sid)
-        .unwrap_or_else(|| panic!("no recording {sid} in {report:#}"))
-}
-
-fn file<'a>(rec: &'a Value, which: &str) -> &'a Value {
-    rec["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["file"] == which)
-        .unwrap_or_else(|| panic!("no {which} in {rec:#}"))
 }
 
 #[test]

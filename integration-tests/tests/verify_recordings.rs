@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use auditrail_core::integrity::chain::{append_member, content_digest, link, read_field};
+use auditrail_integration_tests::recordings::{file, recording};
 use auditrail_integration_tests::*;
 use serde_json::{json, Value};
 
@@ -219,24 +220,6 @@ fn verify_recordings(d: &Path, dir: &Path, inputs: &[&Path], as_json: bool) -> (
 
 fn report(stdout: &str) -> Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
-fn recording<'a>(r: &'a Value, sid: &str) -> &'a Value {
-    r["recordings"]["recordings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["sid"] == sid)
-        .unwrap_or_else(|| panic!("no recording {sid} in {r}"))
-}
-
-fn file<'a>(rec: &'a Value, which: &str) -> &'a Value {
-    rec["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["file"] == which)
-        .unwrap_or_else(|| panic!("no {which} in {rec}"))
 }
 
 fn verdicts(r: &Value) -> Vec<(String, String)> {

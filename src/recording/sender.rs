@@ -7,7 +7,6 @@
 //! thread gets a bounded time to deliver; past it, the rest is spooled, never dropped.
 
 use std::io::{self, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -200,64 +199,10 @@ fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
     spool.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Connects to the unix socket at `path` without blocking longer than `timeout` (a full backlog of a
-/// wedged agent makes a plain connect wait), then sets the write timeout.
+/// Connects to the agent's socket at `path` within `timeout` ([`crate::unix_connect`]: a wedged agent's full
+/// backlog makes a plain connect wait), then sets the write timeout.
 pub fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "socket path too long",
-        ));
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: plain syscalls on a fresh descriptor that is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
-    let rc = unsafe {
-        libc::connect(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(e);
-        }
-        let mut fds = [rustix::event::PollFd::new(
-            &fd,
-            rustix::event::PollFlags::OUT,
-        )];
-        let ts = rustix::event::Timespec {
-            tv_sec: timeout.as_secs() as _,
-            tv_nsec: timeout.subsec_nanos() as _,
-        };
-        if rustix::event::poll(&mut fds, Some(&ts))? == 0 {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
-        }
-    }
-    let stream = UnixStream::from(fd);
-    if let Some(e) = stream.take_error()? {
-        return Err(e);
-    }
-    stream.set_nonblocking(false)?;
+    let stream = crate::unix_connect::connect_before(path, Instant::now() + timeout)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     Ok(stream)
 }

@@ -8,8 +8,6 @@
 //! nothing else is left in it (children that outlive the recorder keep it; the agent's sweep removes it later).
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -111,7 +109,7 @@ pub fn join_session_cgroup(
 ) -> Result<(JoinedCgroup, SessionCgroupGuard), JoinError> {
     sid::validate(sid)?;
     let deadline = Instant::now() + timeout;
-    let stream = match connect(socket, deadline) {
+    let stream = match crate::unix_connect::connect_before(socket, deadline) {
         Ok(s) => s,
         Err(unreachable) => {
             // SAFETY: geteuid cannot fail.
@@ -213,67 +211,6 @@ fn ask(
             kind: GuardKind::Agent(stream),
         },
     ))
-}
-
-/// Connects to `socket` before `deadline` (a full backlog makes a plain blocking connect wait forever).
-fn connect(socket: &Path, deadline: Instant) -> io::Result<UnixStream> {
-    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = socket.as_os_str().as_bytes();
-    if bytes.len() >= addr.sun_path.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "socket path too long for a unix socket (over 107 bytes)",
-        ));
-    }
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: plain socket(2) call; the fd is owned right after.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a new socket nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    loop {
-        // SAFETY: addr is a valid sockaddr_un of the size given.
-        let r = unsafe {
-            libc::connect(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_un).cast(),
-                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-            )
-        };
-        if r == 0 {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            // The listener's backlog is full: try again until the deadline.
-            Some(libc::EAGAIN) | Some(libc::EINPROGRESS) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Some(libc::EAGAIN) | Some(libc::EINPROGRESS) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connect timed out (the agent is not accepting)",
-                ))
-            }
-            _ => return Err(e),
-        }
-    }
-    let stream = UnixStream::from(fd);
-    stream.set_nonblocking(false)?;
-    Ok(stream)
 }
 
 /// Root without the agent: create the cgroup and move ourselves in.
