@@ -5,6 +5,7 @@ pub mod file;
 pub mod http;
 pub mod ingest;
 pub mod lines;
+pub mod splunk_hec;
 pub mod unix;
 
 use std::future::Future;
@@ -28,6 +29,8 @@ pub enum SourceConfig {
     Http(http::HttpSourceConfig),
     /// NDJSON over a unix stream socket.
     Unix(unix::UnixSourceConfig),
+    /// Splunk's HTTP Event Collector protocol.
+    SplunkHec(splunk_hec::SplunkHecSourceConfig),
 }
 
 impl SourceConfig {
@@ -37,6 +40,7 @@ impl SourceConfig {
             SourceConfig::File(c) => c.validate(),
             SourceConfig::Http(c) => c.validate(),
             SourceConfig::Unix(c) => c.validate(),
+            SourceConfig::SplunkHec(c) => c.validate(),
         }
     }
 
@@ -46,6 +50,7 @@ impl SourceConfig {
             SourceConfig::File(c) => c.max_line_bytes.as_usize(),
             SourceConfig::Http(c) => c.max_line_bytes.as_usize(),
             SourceConfig::Unix(c) => c.max_line_bytes.as_usize(),
+            SourceConfig::SplunkHec(c) => c.max_line_bytes.as_usize(),
         }
     }
 }
@@ -118,5 +123,6 @@ pub async fn build(
         SourceConfig::File(c) => file::build(c.clone(), cx, resume),
         SourceConfig::Http(c) => http::build(c.clone(), cx).await,
         SourceConfig::Unix(c) => unix::build(c.clone(), cx),
+        SourceConfig::SplunkHec(c) => splunk_hec::build(c.clone(), cx).await,
     }
 }

@@ -13,9 +13,9 @@
 pub mod body;
 mod config;
 mod conns;
-mod limit;
-mod serve;
-mod tls;
+pub(crate) mod limit;
+pub(crate) mod serve;
+pub(crate) mod tls;
 
 pub use config::{HttpSourceConfig, RateLimitConfig, TlsConfig};
 
