@@ -28,9 +28,10 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== release build of the agent for the integration tests"
-# First with the test-only crash hook (the crash-point tests abort it at named steps), copied aside; then the
+# First with the test-only crash hook (the crash-point tests abort it at named steps) and the splunk_hec
+# source's fault switch (busy answers, held acks), copied aside; then the
 # plain binary, the one that ships, which the other tests run and one checks has no hook.
-cargo build --release --bin auditrail --features crash-points --quiet
+cargo build --release --bin auditrail --features crash-points,test-faults --quiet
 cp target/release/auditrail target/release/auditrail-crash-points
 export AUDITRAIL_CRASH_BIN="$PWD/target/release/auditrail-crash-points"
 export AUDITRAIL_REQUIRE_CRASH_BIN=1
@@ -42,6 +43,8 @@ export AUDITRAIL_REQUIRE_ROOT=1
 export AUDITRAIL_REQUIRE_OPENSEARCH=1
 # The Kafka tests run librdkafka's mock cluster as this workspace's own kafka-mock binary: nothing to install.
 export AUDITRAIL_REQUIRE_KAFKA=1
+# The splunk_hec tests use curl (Debian's) as the HEC client; integration-tests/peers/curl/install gets it.
+export AUDITRAIL_REQUIRE_CURL=1
 # The tests run under cargo-nextest (.config/nextest.toml says why); a machine without it gets it built once.
 cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
 echo "== cargo nextest run"

@@ -119,6 +119,17 @@ impl Agent {
         api_port: u16,
         customize: impl FnOnce(&mut Command),
     ) -> Agent {
+        Agent::start_binary(&binary(), dir, config, api_port, customize)
+    }
+
+    /// Like [`Agent::start_with`], running `bin` (the test build with the fault switches, say) instead.
+    pub fn start_binary(
+        bin: &Path,
+        dir: &Path,
+        config: &str,
+        api_port: u16,
+        customize: impl FnOnce(&mut Command),
+    ) -> Agent {
         let path = dir.join("auditrail.toml");
         std::fs::write(&path, config).unwrap();
         static STARTS: AtomicUsize = AtomicUsize::new(0);
@@ -126,7 +137,7 @@ impl Agent {
             "agent-{}.log",
             STARTS.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut command = Command::new(binary());
+        let mut command = Command::new(bin);
         command
             .args(["run", "--config"])
             .arg(&path)
@@ -811,4 +822,32 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[(i32, Option<&[u8]>)]) {
         "{failed} records to {topic} not delivered; first: {:?}",
         ctx.first_failure.lock().ok().and_then(|f| f.clone())
     );
+}
+
+/// Whether the HEC tests' client (curl) is required: set by `AUDITRAIL_REQUIRE_CURL` or `CI`.
+pub fn curl_required() -> bool {
+    std::env::var_os("AUDITRAIL_REQUIRE_CURL").is_some_and(|v| v != "0")
+        || std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// curl, installed on first use by `integration-tests/peers/curl/install`. `None` when it cannot be installed
+/// and is not required; panics when it is required (see [`curl_required`]).
+pub fn curl_binary() -> Option<PathBuf> {
+    let script = workspace_root().join("integration-tests/peers/curl/install");
+    let out = Command::new(&script).stderr(Stdio::inherit()).output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let path = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            Some(PathBuf::from(path))
+        }
+        other => {
+            assert!(
+                !curl_required(),
+                "curl is required (AUDITRAIL_REQUIRE_CURL or CI) but {} failed: {other:?}",
+                script.display()
+            );
+            eprintln!("curl not available: HEC conformance test not run");
+            None
+        }
+    }
 }

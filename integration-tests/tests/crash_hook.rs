@@ -10,13 +10,19 @@ use std::time::{Duration, Instant};
 use auditrail_integration_tests::*;
 
 const VAR: &[u8] = b"AUDITRAIL_CRASH_AT";
+/// The splunk_hec source's test-only fault switch (`test-faults`), built into the same test binary.
+const FAULTS_VAR: &[u8] = b"AUDITRAIL_TEST_FAULTS_FILE";
 /// A step every disk-buffered write passes (the first write of the first batch).
 const POINT: &str = "after_write";
 const N: usize = 1_000;
 
 fn contains_var(bin: &Path) -> bool {
+    contains(bin, VAR)
+}
+
+fn contains(bin: &Path, what: &[u8]) -> bool {
     let bytes = std::fs::read(bin).unwrap();
-    memchr::memmem::find(&bytes, VAR).is_some()
+    memchr::memmem::find(&bytes, what).is_some()
 }
 
 fn config(d: &Path, api: u16) -> String {
@@ -93,6 +99,12 @@ fn the_release_binary_has_no_crash_hook() {
         plain.display(),
         String::from_utf8_lossy(VAR)
     );
+    assert!(
+        !contains(&plain, FAULTS_VAR),
+        "{} contains {:?}: the splunk_hec fault switch ships",
+        plain.display(),
+        String::from_utf8_lossy(FAULTS_VAR)
+    );
     let (early, last, out, log) = run_with_hook(&plain);
     assert!(
         early.is_none(),
@@ -111,6 +123,11 @@ fn the_crash_points_binary_aborts_where_asked() {
     assert!(
         contains_var(&bin),
         "{} has no crash hook: built without --features crash-points?",
+        bin.display()
+    );
+    assert!(
+        contains(&bin, FAULTS_VAR),
+        "{} has no splunk_hec fault switch: built without --features test-faults?",
         bin.display()
     );
     let (early, _, out, log) = run_with_hook(&bin);
