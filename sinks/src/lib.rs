@@ -9,6 +9,7 @@ pub mod blackhole;
 pub mod console;
 pub mod elasticsearch;
 pub mod file;
+pub mod http;
 pub mod name_rules;
 pub mod template;
 
