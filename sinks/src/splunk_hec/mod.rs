@@ -40,6 +40,8 @@
 
 mod acks;
 mod config;
+#[cfg(test)]
+mod conformance;
 pub mod cookies;
 pub mod request_builder;
 pub mod response;

@@ -191,6 +191,11 @@ impl NodeParts {
         Ok(parts)
     }
 
+    /// The URL event requests to indexer `i` go to.
+    pub fn send_url(&self, i: usize) -> &Url {
+        &self.send_urls[i]
+    }
+
     /// The nodes, each with its pending acknowledgements from `acks` (one per conn, or none).
     pub fn nodes(self, mut acks: impl FnMut(&Conn) -> Option<Arc<Acks>>) -> Vec<HecNode> {
         let gzip = self.gzip;
