@@ -9,7 +9,9 @@ pub mod blackhole;
 pub mod console;
 pub mod elasticsearch;
 pub mod file;
+pub mod http;
 pub mod name_rules;
+pub mod splunk_hec;
 pub mod template;
 
 /// The type-specific part of a `[sinks.NAME]` table, chosen by its `type` key.
@@ -24,10 +26,18 @@ pub enum SinkConfig {
     Blackhole(blackhole::BlackholeSinkConfig),
     /// Elasticsearch or OpenSearch through the `_bulk` API.
     Elasticsearch(Box<elasticsearch::ElasticsearchSinkConfig>),
+    /// Splunk's HTTP Event Collector, with indexer acknowledgements.
+    SplunkHec(Box<splunk_hec::SplunkHecSinkConfig>),
 }
 
 /// The `type` names, for error messages.
-pub const SINK_TYPES: &[&str] = &["file", "console", "blackhole", "elasticsearch"];
+pub const SINK_TYPES: &[&str] = &[
+    "file",
+    "console",
+    "blackhole",
+    "elasticsearch",
+    "splunk_hec",
+];
 
 /// A config problem found after parsing (e.g. a path template that does not parse).
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +57,7 @@ impl SinkConfig {
             SinkConfig::Console(_) => "console",
             SinkConfig::Blackhole(_) => "blackhole",
             SinkConfig::Elasticsearch(_) => "elasticsearch",
+            SinkConfig::SplunkHec(_) => "splunk_hec",
         }
     }
 
@@ -55,6 +66,7 @@ impl SinkConfig {
         match self {
             SinkConfig::File(c) => c.validate(),
             SinkConfig::Elasticsearch(c) => c.validate(),
+            SinkConfig::SplunkHec(c) => c.validate(),
             SinkConfig::Console(_) | SinkConfig::Blackhole(_) => Ok(()),
         }
     }
@@ -68,6 +80,7 @@ impl SinkConfig {
             SinkConfig::Elasticsearch(c) => {
                 Box::new(elasticsearch::ElasticsearchSink::new((**c).clone())?)
             }
+            SinkConfig::SplunkHec(c) => Box::new(splunk_hec::SplunkHecSink::new((**c).clone())?),
         })
     }
 }

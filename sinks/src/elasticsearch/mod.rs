@@ -20,7 +20,8 @@
 //!   ([`ecs`], with the mapping table).
 //! - Per-item results ([`response`]): 201 and 409-on-create are delivered; 429 / `es_rejected_execution` /
 //!   5xx items are retried, alone; mapping and other 4xx errors go to `data_dir/dead-letter/<sink>.ndjson` with
-//!   the server's reason. Whole-request failures are retried with backoff ([`service`], [`sink`]).
+//!   the server's reason. Whole-request failures are retried with backoff ([`service`], [`sink`], on the shared
+//!   HTTP driver [`crate::http`]).
 //! - Batching by events, bytes and time; gzip; at most `concurrency` requests in flight over keep-alive
 //!   connections; basic, API-key or bearer credentials, never logged; TLS with an extra CA file.
 //! - Several nodes ([`pool`]): `endpoints = [..]` spreads requests round robin; a node that fails (no
@@ -157,17 +158,14 @@ impl Sink for ElasticsearchSink {
             }
             let deliver = sink::Deliver {
                 pool,
-                encoder: self.encoder.clone(),
-                metrics: sink::BulkMetrics::new(&cx.name),
+                proto: sink::Bulk {
+                    encoder: self.encoder.clone(),
+                    items: sink::ItemMetrics::new(&cx.name),
+                },
+                metrics: sink::request_metrics(&cx.name),
                 cx,
             };
-            sink::drive(
-                input,
-                deliver,
-                sink::Limits::of(&self.config),
-                self.backoff(),
-            )
-            .await
+            sink::drive(input, deliver, sink::limits(&self.config), self.backoff()).await
         })
     }
 

@@ -17,8 +17,6 @@
 //! Secrets are only ever put in the `Authorization` header, marked sensitive; URLs carry none (the config
 //! refuses credentials in the endpoint), so an error message that names the URL never shows one.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use reqwest::header::{
     HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
@@ -29,41 +27,8 @@ use super::config::{AuthConfig, Compression, ElasticsearchSinkConfig};
 use super::response::FILTER_PATH;
 use crate::SinkConfigError;
 
-/// Longest part of an error body kept in a log line or dead-letter record.
-const MAX_ERROR_BODY: usize = 2048;
-
-/// The verdict on one bulk request.
-#[derive(Debug)]
-pub enum BulkReply {
-    /// 2xx: the bulk response body.
-    Ok(Bytes),
-    /// Send the same batch again later.
-    Transient {
-        /// What happened, for the log; starts with the node's URL.
-        why: String,
-        /// The server's `Retry-After`.
-        retry_after: Option<Duration>,
-        /// The node itself failed (no connection, timeout, 5xx): take it out until a health check passes.
-        node_down: bool,
-    },
-    /// 401/403: the credentials are wrong or lack privileges.
-    Auth {
-        /// Status and the server's message.
-        why: String,
-    },
-    /// 400/413: the server refused the body as a whole.
-    Refused {
-        /// The status.
-        status: u16,
-        /// The server's message.
-        why: String,
-    },
-    /// Any other status: probably a wrong endpoint; held and retried.
-    Unexpected {
-        /// Status and the server's message.
-        why: String,
-    },
-}
+/// The verdict on one bulk request: the shared driver's [`crate::http::Reply`].
+pub type BulkReply = crate::http::Reply;
 
 /// The verdict on a request other than a bulk (templates).
 #[derive(Debug, thiserror::Error)]
@@ -100,15 +65,6 @@ pub struct Service {
     max_response: usize,
 }
 
-/// How a response body could not be had.
-#[derive(Debug)]
-enum ReadError {
-    /// The connection failed while reading.
-    Transport(String),
-    /// Longer than `max_response_bytes`.
-    TooLarge(usize),
-}
-
 fn cfg_err(field: &'static str, message: impl Into<String>) -> SinkConfigError {
     SinkConfigError {
         field,
@@ -116,37 +72,8 @@ fn cfg_err(field: &'static str, message: impl Into<String>) -> SinkConfigError {
     }
 }
 
-/// `error` and every error it was caused by, joined: reqwest's own message alone omits the cause
-/// ("error sending request" without "connection refused").
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut s = error.to_string();
-    let mut cur = error.source();
-    while let Some(e) = cur {
-        let m = e.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = e.source();
-    }
-    s
-}
-
-fn cut(text: &str) -> String {
-    if text.len() <= MAX_ERROR_BODY {
-        return text.trim().to_string();
-    }
-    let mut end = MAX_ERROR_BODY;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", text[..end].trim())
-}
-
-fn retry_after(h: Option<&HeaderValue>) -> Option<Duration> {
-    let secs: u64 = h?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs.min(3600)))
-}
+pub use crate::http::client::error_chain;
+use crate::http::client::{cut, read_limited, retry_after, ReadError};
 
 impl Service {
     /// The first node of `config` (validated). Reads the CA file.
@@ -270,6 +197,7 @@ impl Service {
             StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => BulkReply::Refused {
                 status: status.as_u16(),
                 why,
+                at: None,
             },
             _ => BulkReply::Unexpected { why },
         }
@@ -302,36 +230,12 @@ impl Service {
     }
 
     /// Reads `resp`'s body, at most `max_response_bytes` of it.
-    async fn read(&self, mut resp: reqwest::Response) -> Result<Bytes, ReadError> {
-        if resp
-            .content_length()
-            .is_some_and(|n| n > self.max_response as u64)
-        {
-            return Err(ReadError::TooLarge(self.max_response));
-        }
-        let mut body = bytes::BytesMut::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > self.max_response {
-                        return Err(ReadError::TooLarge(self.max_response));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(body.freeze()),
-                Err(e) => return Err(ReadError::Transport(error_chain(&e))),
-            }
-        }
+    async fn read(&self, resp: reqwest::Response) -> Result<Bytes, ReadError> {
+        read_limited(resp, self.max_response).await
     }
 
     fn read_error(&self, e: ReadError) -> String {
-        match e {
-            ReadError::Transport(why) => format!("{}: reading the response: {why}", self.base),
-            ReadError::TooLarge(max) => format!(
-                "{}: the response is larger than max_response_bytes ({max} bytes); not read, the request is retried (raise max_response_bytes if this node's answers are legitimately that big)",
-                self.base
-            ),
-        }
+        e.describe(&self.base)
     }
 
     /// `GET path` (relative to the endpoint): `Ok(None)` on 404.
@@ -406,57 +310,31 @@ fn check(base: &Url, status: StatusCode, body: &[u8]) -> Result<(), RequestError
 
 /// The HTTP client every node of `config` shares.
 fn client(config: &ElasticsearchSinkConfig) -> Result<reqwest::Client, SinkConfigError> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(config.request_timeout.0)
-        .connect_timeout(config.request_timeout.0.min(Duration::from_secs(10)))
-        .pool_idle_timeout(config.keepalive_idle_timeout.0)
-        .pool_max_idle_per_host(config.concurrency)
-        .tcp_keepalive(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .user_agent(concat!("auditrail/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca) = &config.tls.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| {
-            cfg_err(
-                "tls",
-                format!("cannot read ca_file `{}`: {e}", ca.display()),
-            )
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            cfg_err(
-                "tls",
-                format!("ca_file `{}` is not PEM certificates: {e}", ca.display()),
-            )
-        })?;
-        if certs.is_empty() {
-            return Err(cfg_err(
-                "tls",
-                format!("ca_file `{}` holds no certificate", ca.display()),
-            ));
-        }
-        for c in certs {
-            builder = builder.add_root_certificate(c);
-        }
-    }
-    if !config.tls.verify_certificate {
-        builder = builder.danger_accept_invalid_certs(true);
-    }
-    builder.build().map_err(|e| {
-        cfg_err(
-            "tls",
-            format!("cannot set up the HTTP client: {}", error_chain(&e)),
-        )
+    crate::http::client::client(&crate::http::client::ClientSettings {
+        request_timeout: config.request_timeout.0,
+        keepalive_idle_timeout: config.keepalive_idle_timeout.0,
+        max_idle_per_host: config.concurrency,
+        ca_file: config.tls.ca_file.as_deref(),
+        verify_certificate: config.tls.verify_certificate,
     })
 }
 
 fn sensitive(value: &str) -> Result<HeaderValue, SinkConfigError> {
-    let mut h = HeaderValue::from_str(value).map_err(|_| {
-        cfg_err(
-            "auth",
-            "the credential holds characters that cannot go in an HTTP header",
-        )
-    })?;
-    h.set_sensitive(true);
-    Ok(h)
+    crate::http::client::sensitive("auth", value)
+}
+
+impl crate::http::Node for Service {
+    fn base(&self) -> &Url {
+        &self.base
+    }
+
+    async fn health(&self) -> Result<StatusCode, String> {
+        Service::health(self).await
+    }
+
+    fn health_check(&self) -> &'static str {
+        "GET /"
+    }
 }
 
 #[cfg(test)]
