@@ -6,6 +6,7 @@
 
 mod canonical_form;
 mod event_parse;
+mod hec_answer;
 mod hec_body;
 mod http_body;
 mod line_splitter;
@@ -14,6 +15,7 @@ mod verify_lines;
 
 pub use canonical_form::canonical_form;
 pub use event_parse::event_parse;
+pub use hec_answer::hec_answer;
 pub use hec_body::hec_body;
 pub use http_body::{http_body, http_body_input};
 pub use line_splitter::{line_splitter, line_splitter_input};
@@ -24,9 +26,10 @@ pub use verify_lines::verify_lines;
 pub type Body = fn(&[u8]);
 
 /// Every target: its name (the corpus folder and the cargo-fuzz binary) and its body.
-pub const TARGETS: [(&str, Body); 7] = [
+pub const TARGETS: [(&str, Body); 8] = [
     ("canonical_form", canonical_form),
     ("event_parse", event_parse),
+    ("hec_answer", hec_answer),
     ("hec_body", hec_body),
     ("http_body", http_body),
     ("line_splitter", line_splitter),

@@ -309,3 +309,21 @@ fn the_recording_table_is_checked_with_the_agent_config() {
     ));
     assert!(e.contains("[recording] `host_events`"), "{e}");
 }
+
+#[test]
+fn a_splunk_hec_sink_takes_its_token_from_the_environment_and_never_shows_it() {
+    let text = format!(
+        "{GOOD}\n[sinks.splunk]\ntype = \"splunk_hec\"\ninputs = [\"teleport\"]\nendpoint = \"https://splunk.example.com:8088\"\ntoken = \"${{HEC_TOKEN}}\"\nindex = \"audit\"\n"
+    );
+    let c = parse(&text).unwrap();
+    let auditrail_sinks::SinkConfig::SplunkHec(h) = &c.sinks["splunk"].kind else {
+        panic!()
+    };
+    assert_eq!(h.token.expose(), "hunter2-secret");
+    assert!(h.acknowledgements);
+    assert_eq!(h.sourcetype, "teleport:audit");
+    assert!(!format!("{c:?}").contains("hunter2"));
+    let e = err(&text.replace("index = \"audit\"", "indx = \"audit\""));
+    assert!(e.contains("unknown field `indx`"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}

@@ -184,3 +184,37 @@ pub fn parse_ack_answer(
     no.sort_unstable();
     Ok((yes, no))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_answers_never_panic(body in prop::collection::vec(any::<u8>(), 0..300), status in 100u16..600) {
+            let _ = verdict("http://x/", status, &body, None);
+            let _ = parse_ack_answer("http://x/", status, &body);
+            let _ = parse_answer(&body);
+        }
+
+        #[test]
+        fn generated_ack_answers_split_into_indexed_and_not(acks in prop::collection::btree_map(any::<u64>(), any::<bool>(), 0..50)) {
+            let body = serde_json::json!({
+                "acks": acks.iter().map(|(k, v)| (k.to_string(), serde_json::Value::Bool(*v))).collect::<serde_json::Map<_, _>>()
+            });
+            let (yes, no) = parse_ack_answer("http://x/", 200, body.to_string().as_bytes()).unwrap();
+            prop_assert_eq!(yes, acks.iter().filter(|(_, v)| **v).map(|(k, _)| *k).collect::<Vec<_>>());
+            prop_assert_eq!(no, acks.iter().filter(|(_, v)| !**v).map(|(k, _)| *k).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn errors_never_hold_the_token_and_name_the_indexer() {
+        let r = verdict("https://idx1:8088/", 403, br#"{"text":"Invalid token","code":4}"#, None);
+        match r {
+            Reply::Auth { why } => assert_eq!(why, "https://idx1:8088/: 403: HEC code 4: Invalid token (check `token`)"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -268,7 +268,7 @@ async fn an_ack_that_never_comes_is_resent_after_ack_timeout() {
         _ => (404, vec![], json!({})),
     });
     let mut c = config(port);
-    c.ack_timeout = Duration::from_millis(300).into();
+    c.ack_timeout = Duration::from_secs(1).into();
     let status = run(c, &["a"], dir.path()).await;
     assert_eq!(status["a"], EventStatus::Delivered);
     let seen = seen.lock().unwrap().clone();
