@@ -20,7 +20,10 @@ pub fn hec_answer(data: &[u8]) {
             assert_eq!(&b[..], body);
         }
         Reply::Refused { at: Some(n), .. } => {
-            assert_eq!(parse_answer(body).and_then(|a| a.invalid_event_number), Some(n));
+            assert_eq!(
+                parse_answer(body).and_then(|a| a.invalid_event_number),
+                Some(n)
+            );
         }
         _ => assert!(!(200..300).contains(&status)),
     }

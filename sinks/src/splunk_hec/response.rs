@@ -211,9 +211,17 @@ mod tests {
 
     #[test]
     fn errors_never_hold_the_token_and_name_the_indexer() {
-        let r = verdict("https://idx1:8088/", 403, br#"{"text":"Invalid token","code":4}"#, None);
+        let r = verdict(
+            "https://idx1:8088/",
+            403,
+            br#"{"text":"Invalid token","code":4}"#,
+            None,
+        );
         match r {
-            Reply::Auth { why } => assert_eq!(why, "https://idx1:8088/: 403: HEC code 4: Invalid token (check `token`)"),
+            Reply::Auth { why } => assert_eq!(
+                why,
+                "https://idx1:8088/: 403: HEC code 4: Invalid token (check `token`)"
+            ),
             other => panic!("{other:?}"),
         }
     }

@@ -240,9 +240,10 @@ fn check_head(
     parts: &Parts,
     endpoint: &'static str,
     need_channel: bool,
-) -> Result<Option<String>, Response> {
+) -> Result<Option<String>, Box<Response>> {
+    // (Boxed: a `Response` is large and the `Ok` path, the common one, should not carry its size.)
     if faults::now().busy {
-        return Err(answer_and_close(endpoint, protocol::SERVER_BUSY));
+        return Err(Box::new(answer_and_close(endpoint, protocol::SERVER_BUSY)));
     }
     if let Err(wait) = state.limiter.check(peer.ip()) {
         metrics::counter!("auditrail_source_splunk_hec_rate_limited_total").increment(1);
@@ -250,14 +251,14 @@ fn check_head(
         let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Err(r);
+        return Err(Box::new(r));
     }
     let query: CommonQuery = Query::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .unwrap_or_default();
     if !state.tokens.is_empty() {
         authorize(&parts.headers, &state.tokens, query.token.is_some())
-            .map_err(|s| answer_and_close(endpoint, s))?;
+            .map_err(|s| Box::new(answer_and_close(endpoint, s)))?;
     }
     let channel = parts
         .headers
@@ -265,11 +266,15 @@ fn check_head(
         .map(|v| v.to_str().map(str::to_string).unwrap_or_default())
         .or(query.channel);
     match channel {
-        None if need_channel => Err(answer_and_close(endpoint, protocol::CHANNEL_MISSING)),
+        None if need_channel => Err(Box::new(answer_and_close(
+            endpoint,
+            protocol::CHANNEL_MISSING,
+        ))),
         None => Ok(None),
-        Some(c) if uuid::Uuid::try_parse(&c).is_err() => {
-            Err(answer_and_close(endpoint, protocol::INVALID_CHANNEL))
-        }
+        Some(c) if uuid::Uuid::try_parse(&c).is_err() => Err(Box::new(answer_and_close(
+            endpoint,
+            protocol::INVALID_CHANNEL,
+        ))),
         Some(c) => Ok(Some(c.to_ascii_lowercase())),
     }
 }
@@ -326,8 +331,7 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match tokio::time::timeout(state.body_read_timeout, Limited::new(body, limit).collect()).await
-    {
+    match tokio::time::timeout(state.body_read_timeout, Limited::new(body, limit).collect()).await {
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
         Ok(Err(e)) => {
@@ -358,7 +362,7 @@ async fn handle(
     let (parts, body) = request.into_parts();
     let channel = match check_head(&state, peer, &parts, ep, state.acks.is_some()) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body = match read_body(&state, &parts, body, state.max_body_bytes, ep, peer).await {
         Ok(b) => b,
@@ -505,14 +509,14 @@ async fn ack(
     let Some(acks) = state.acks.clone() else {
         // Still authenticated first: an unauthenticated client learns nothing of the configuration.
         if let Err(r) = check_head(&state, peer, &parts, "ack", false) {
-            return r;
+            return *r;
         }
         return answer("ack", protocol::ACK_DISABLED);
     };
     let channel = match check_head(&state, peer, &parts, "ack", true) {
         Ok(Some(c)) => c,
         Ok(None) => return answer_and_close("ack", protocol::CHANNEL_MISSING),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body = match read_body(&state, &parts, body, MAX_ACK_BODY, "ack", peer).await {
         Ok(b) => b,
