@@ -40,13 +40,17 @@ pub fn hec_body(input: &[u8]) {
     }
     match parse_events(&body, &ingest, opts) {
         Ok(parsed) => {
-            assert_eq!(parsed.events.len(), envelopes.len(), "one event per envelope");
+            assert_eq!(
+                parsed.events.len(),
+                envelopes.len(),
+                "one event per envelope"
+            );
             assert!(parsed.wrapped as usize <= parsed.events.len());
             if opts.other == OtherEvents::Reject {
                 assert_eq!(parsed.wrapped, 0);
             }
             for (e, env) in parsed.events.iter().zip(&envelopes) {
-                let map: std::collections::HashMap<&str, &RawValue> =
+                let map: std::collections::HashMap<String, &RawValue> =
                     serde_json::from_str(env.get()).unwrap();
                 let inner = map["event"].get();
                 if opts.metadata_key.is_none() && e.kind() != "splunk_hec.event" {
@@ -61,7 +65,11 @@ pub fn hec_body(input: &[u8]) {
         }
         Err(r) => {
             if let Some(n) = r.event {
-                assert!(n <= envelopes.len(), "refused at {n} of {}", envelopes.len());
+                assert!(
+                    n <= envelopes.len(),
+                    "refused at {n} of {}",
+                    envelopes.len()
+                );
             }
             assert!(!r.detail.is_empty());
         }

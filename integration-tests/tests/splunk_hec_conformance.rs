@@ -128,7 +128,9 @@ fn every_documented_request_is_answered_as_documented() {
         let (status, body) = loop {
             let got = curl(&curl_bin, hec.port, &f["request"], d);
             let done = got == (want_status, want_body.to_string());
-            if done || f["request"]["until_match"].as_bool() != Some(true) || Instant::now() > deadline
+            if done
+                || f["request"]["until_match"].as_bool() != Some(true)
+                || Instant::now() > deadline
             {
                 break got;
             }
@@ -145,9 +147,11 @@ fn every_documented_request_is_answered_as_documented() {
         hec.expected += f["events"].as_u64().unwrap() as usize;
         let expected = hec.expected;
         let out = hec.out.clone();
-        wait_for(Duration::from_secs(10), &format!("{name}: {expected} events in the sink"), || {
-            line_count(&out) >= expected
-        });
+        wait_for(
+            Duration::from_secs(10),
+            &format!("{name}: {expected} events in the sink"),
+            || line_count(&out) >= expected,
+        );
         if let Some(line) = f["line"].as_str() {
             assert!(
                 lines_in(&out).iter().any(|l| l == line),
@@ -205,7 +209,8 @@ path = "{d}/out/events.ndjson"
     let ch = "FE0ECFAD-13D5-401B-847D-77833BD77131";
     let post = serde_json::json!({"method": "POST", "path": format!("/services/collector/event?channel={ch}"),
         "headers": {"Authorization": format!("Splunk {TOKEN}")}, "body": "{\"event\":\"hello\"}"});
-    let health = serde_json::json!({"method": "GET", "path": "/services/collector/health", "headers": {}});
+    let health =
+        serde_json::json!({"method": "GET", "path": "/services/collector/health", "headers": {}});
     assert_eq!(
         curl(&curl_bin, port, &post, d),
         (503, r#"{"text":"Server is busy","code":9}"#.into()),
@@ -213,7 +218,10 @@ path = "{d}/out/events.ndjson"
     );
     assert_eq!(
         curl(&curl_bin, port, &health, d),
-        (503, r#"{"text":"HEC is unhealthy, queues are full","code":18}"#.into()),
+        (
+            503,
+            r#"{"text":"HEC is unhealthy, queues are full","code":18}"#.into()
+        ),
         "Troubleshoot HEC: code 18"
     );
     std::fs::write(&faults, "hold_acks").unwrap();

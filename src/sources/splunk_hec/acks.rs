@@ -134,7 +134,11 @@ impl Acks {
 
     fn confirm(&self, channel: &str, id: u64) {
         let mut g = self.inner.lock().unwrap();
-        if let Some(entry) = g.channels.get_mut(channel).and_then(|c| c.acks.get_mut(&id)) {
+        if let Some(entry) = g
+            .channels
+            .get_mut(channel)
+            .and_then(|c| c.acks.get_mut(&id))
+        {
             entry.1 = true;
         }
     }
@@ -224,11 +228,19 @@ mod tests {
         a.set_status(EventStatus::Delivered);
         drop(a);
         settle().await;
-        assert_eq!(acks.status("c", &[0], false), [(0, false)], "one sink still has it");
+        assert_eq!(
+            acks.status("c", &[0], false),
+            [(0, false)],
+            "one sink still has it"
+        );
         b.set_status(EventStatus::Delivered);
         drop(b);
         settle().await;
-        assert_eq!(acks.status("c", &[0], true), [(0, false)], "held by the fault switch");
+        assert_eq!(
+            acks.status("c", &[0], true),
+            [(0, false)],
+            "held by the fault switch"
+        );
         assert_eq!(acks.status("c", &[0, 5], false), [(0, true), (5, false)]);
         assert_eq!(acks.status("c", &[0], false), [(0, false)], "told once");
         assert_eq!(acks.counts(), (1, 0));

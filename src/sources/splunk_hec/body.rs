@@ -495,13 +495,22 @@ mod tests {
             let r = parse_events(&Bytes::from(body), &i, OPTS).unwrap_err();
             (r.status.code, r.event)
         };
-        assert_eq!(at(format!("{{\"event\":{A}}}{{\"host\":\"x\"}}")), (12, Some(1)));
-        assert_eq!(at(format!("{{\"event\":{A}}}{{\"event\":null}}")), (12, Some(1)));
+        assert_eq!(
+            at(format!("{{\"event\":{A}}}{{\"host\":\"x\"}}")),
+            (12, Some(1))
+        );
+        assert_eq!(
+            at(format!("{{\"event\":{A}}}{{\"event\":null}}")),
+            (12, Some(1))
+        );
         assert_eq!(at("{\"event\":\"\"}".into()), (13, Some(0)));
         assert_eq!(at("{\"event\":{}}".into()), (13, Some(0)));
         assert_eq!(at(format!("{{\"event\":{A}}}{{\"event\":")), (6, Some(1)));
         assert_eq!(at(format!("[{{\"event\":{A}}}]")), (6, Some(0)));
-        assert_eq!(at("{\"event\":\"x\",\"time\":\"soon\"}".into()), (6, Some(0)));
+        assert_eq!(
+            at("{\"event\":\"x\",\"time\":\"soon\"}".into()),
+            (6, Some(0))
+        );
         assert_eq!(
             at("{\"event\":\"x\",\"fields\":{\"a\":{\"b\":1}}}".into()),
             (15, Some(0))
@@ -543,7 +552,13 @@ mod tests {
         };
         let r = parse_raw(&Bytes::from(format!("{A}\nplain\n")), &q, &i, strict).unwrap_err();
         assert_eq!((r.status.code, r.event), (6, Some(1)));
-        assert_eq!(parse_raw(&Bytes::from("\n"), &q, &i, OPTS).unwrap_err().status.code, 5);
+        assert_eq!(
+            parse_raw(&Bytes::from("\n"), &q, &i, OPTS)
+                .unwrap_err()
+                .status
+                .code,
+            5
+        );
     }
 
     #[test]
@@ -551,7 +566,10 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&vec![b' '; 10_000]).unwrap();
         let body = Bytes::from(gz.finish().unwrap());
-        assert_eq!(inflate(body.clone(), Some("gzip"), 10_000).unwrap().len(), 10_000);
+        assert_eq!(
+            inflate(body.clone(), Some("gzip"), 10_000).unwrap().len(),
+            10_000
+        );
         assert!(matches!(
             inflate(body, Some("gzip"), 9_999),
             Err(InflateError::TooLarge(_))

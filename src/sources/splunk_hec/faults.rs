@@ -20,7 +20,8 @@ pub struct Faults {
 #[cfg(feature = "test-faults")]
 pub fn now() -> Faults {
     static PATH: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let Some(path) = PATH.get_or_init(|| std::env::var_os("AUDITRAIL_TEST_FAULTS_FILE").map(Into::into))
+    let Some(path) =
+        PATH.get_or_init(|| std::env::var_os("AUDITRAIL_TEST_FAULTS_FILE").map(Into::into))
     else {
         return Faults::default();
     };

@@ -118,7 +118,10 @@ mod tests {
     #[test]
     fn bodies_are_splunks() {
         assert_eq!(SUCCESS.body(), r#"{"text":"Success","code":0}"#);
-        assert_eq!(success_with_ack(7), r#"{"text":"Success","code":0,"ackId":7}"#);
+        assert_eq!(
+            success_with_ack(7),
+            r#"{"text":"Success","code":0,"ackId":7}"#
+        );
         assert_eq!(
             INVALID_DATA_FORMAT.body_at(2),
             r#"{"text":"Invalid data format","code":6,"invalid-event-number":2}"#
