@@ -50,7 +50,7 @@ pub fn hec_body(input: &[u8]) {
                 assert_eq!(parsed.wrapped, 0);
             }
             for (e, env) in parsed.events.iter().zip(&envelopes) {
-                let map: std::collections::HashMap<&str, &RawValue> =
+                let map: std::collections::HashMap<String, &RawValue> =
                     serde_json::from_str(env.get()).unwrap();
                 let inner = map["event"].get();
                 if opts.metadata_key.is_none() && e.kind() != "splunk_hec.event" {
