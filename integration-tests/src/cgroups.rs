@@ -39,3 +39,52 @@ pub fn cgroup2_mount() -> PathBuf {
         .cloned()
         .expect("a cgroup2 filesystem is mounted")
 }
+
+/// The parent of one test agent's session cgroups (`[sessions] cgroup_parent`): agents of tests that run at the
+/// same time each sweep only their own parent, never each other's cgroups. Dropped, it removes the empty
+/// cgroups left in it and itself (best effort: a populated one stays, as the kernel requires).
+pub struct CgroupParent {
+    name: String,
+    path: PathBuf,
+}
+
+impl CgroupParent {
+    /// `auditrail-it-<pid>-<tag>-<n>` under the cgroup2 mount (created by the agent, not here).
+    pub fn new(tag: &str) -> CgroupParent {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("auditrail-it-{}-{tag}-{n}", std::process::id());
+        CgroupParent {
+            path: cgroup2_mount().join(&name),
+            name,
+        }
+    }
+
+    /// The directory name, for `cgroup_parent`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `<mount>/<name>`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The `cgroup_parent = "…"` line for a `[sessions]` table.
+    pub fn toml(&self) -> String {
+        format!("cgroup_parent = \"{}\"\n", self.name)
+    }
+}
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.path) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}

@@ -19,7 +19,7 @@ mod cgroups;
 pub mod integrity;
 pub mod recordings;
 
-pub use cgroups::{cgroup2_mount, root_or_skip};
+pub use cgroups::{cgroup2_mount, root_or_skip, CgroupParent};
 
 /// Path of the agent binary, building it on first use when `AUDITRAIL_BIN` is not set.
 pub fn binary() -> PathBuf {

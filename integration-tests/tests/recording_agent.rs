@@ -17,7 +17,7 @@ use auditrail_integration_tests::recordings::{file, recording};
 use auditrail_integration_tests::*;
 use serde_json::Value;
 
-fn config(d: &Path, api: u16) -> String {
+fn config(d: &Path, api: u16, cg: &CgroupParent) -> String {
     format!(
         r#"
 data_dir = "{d}/data"
@@ -37,11 +37,12 @@ key = "{d}/keys/auditrail.key"
 node_id = "node-1"
 seal_interval = "200ms"
 [sessions]
-[recording]
+{parent}[recording]
 server_id = "node-1"
 checkpoint_bytes = "64KiB"
 "#,
-        d = d.display()
+        d = d.display(),
+        parent = cg.toml()
     )
 }
 
@@ -111,7 +112,8 @@ fn a_session_in_its_cgroup_killed_mid_way_verifies_its_checkpointed_prefix() {
         .unwrap();
     assert!(st.status.success(), "{st:?}");
     let api = free_port();
-    let agent = Agent::start(d, &config(d, api), api);
+    let cg = CgroupParent::new("rec");
+    let agent = Agent::start(d, &config(d, api, &cg), api);
 
     // A session that ends by itself: intact, exit status passed through.
     let st = record(d, "rk-done", "echo finished; exit 3")
@@ -137,7 +139,7 @@ fn a_session_in_its_cgroup_killed_mid_way_verifies_its_checkpointed_prefix() {
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .unwrap_or_else(|| panic!("no cgroup v2 line in {line}"));
-    assert_eq!(rel, "/auditrail/rk-killed", "{line}");
+    assert_eq!(rel, format!("/{}/rk-killed", cg.name()), "{line}");
     let cgroup: PathBuf = cgroup2_mount().join(rel.trim_start_matches('/'));
     let inode = std::fs::metadata(&cgroup).unwrap().ino();
     wait_for(

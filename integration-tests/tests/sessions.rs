@@ -133,9 +133,14 @@ fn a_session_gets_its_own_cgroup_and_it_is_removed_after() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let api = free_port();
+    let cg = CgroupParent::new("own");
     let agent = Agent::start(
         d,
-        &config(d, api, "[sessions]\nsweep_interval = \"1s\"\n"),
+        &config(
+            d,
+            api,
+            &format!("[sessions]\n{}sweep_interval = \"1s\"\n", cg.toml()),
+        ),
         api,
     );
     let socket = d.join("data/sessions.sock");
@@ -143,16 +148,15 @@ fn a_session_gets_its_own_cgroup_and_it_is_removed_after() {
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
         0o666
     );
-    let mount = cgroup2_mount();
     let sid = format!("it-{}-a", std::process::id());
     let client = Client::start(&socket, &sid, None);
     let reply = client.reply();
     let path = PathBuf::from(reply["path"].as_str().expect("a path in the reply"));
-    assert_eq!(path, mount.join("auditrail").join(&sid), "{reply}");
-    assert_eq!(client.get("self"), format!("/auditrail/{sid}"));
+    assert_eq!(path, cg.path().join(&sid), "{reply}");
+    assert_eq!(client.get("self"), format!("/{}/{sid}", cg.name()));
     assert_eq!(
         client.get("child"),
-        format!("/auditrail/{sid}"),
+        format!("/{}/{sid}", cg.name()),
         "children are born in it"
     );
     let ino: u64 = client.get("ino").parse().unwrap();
@@ -186,9 +190,15 @@ fn a_process_left_behind_keeps_the_cgroup_until_it_exits() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let api = free_port();
+    // Its own parent: the sweep this test waits for is this agent's, and no other test's agent sweeps here.
+    let cg = CgroupParent::new("linger");
     let agent = Agent::start(
         d,
-        &config(d, api, "[sessions]\nsweep_interval = \"1s\"\n"),
+        &config(
+            d,
+            api,
+            &format!("[sessions]\n{}sweep_interval = \"1s\"\n", cg.toml()),
+        ),
         api,
     );
     let socket = d.join("data/sessions.sock");
@@ -225,7 +235,16 @@ fn bad_requests_get_an_error_and_limits_hold() {
     let api = free_port();
     // nobody connects too (below): the path to data_dir must be passable.
     std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
-    let mut agent = Agent::start(d, &config(d, api, "[sessions]\nmax_per_uid = 2\n"), api);
+    let cg = CgroupParent::new("limits");
+    let mut agent = Agent::start(
+        d,
+        &config(
+            d,
+            api,
+            &format!("[sessions]\n{}max_per_uid = 2\n", cg.toml()),
+        ),
+        api,
+    );
     let socket = d.join("data/sessions.sock");
     let bad = raw_request(&socket, b"{\"sid\":\"../../etc\"}\n");
     assert!(
@@ -305,7 +324,8 @@ fn an_unprivileged_user_gets_a_cgroup_and_writes_events() {
     // The operator's part: the path to data_dir must be passable (as /var/lib is); the agent does the rest.
     std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
     let api = free_port();
-    let cfg = config(d, api, "[sessions]\n")
+    let cg = CgroupParent::new("nobody");
+    let cfg = config(d, api, &format!("[sessions]\n{}", cg.toml()))
         .replace("type = \"unix\"\n", "type = \"unix\"\nmode = \"0666\"\n");
     let agent = Agent::start(d, &cfg, api);
     let events = d.join("data/events.sock");
@@ -327,7 +347,7 @@ fn an_unprivileged_user_gets_a_cgroup_and_writes_events() {
     let client = Client::start(&d.join("data/sessions.sock"), &sid, Some(NOBODY));
     assert_eq!(
         client.get("self"),
-        format!("/auditrail/{sid}"),
+        format!("/{}/{sid}", cg.name()),
         "{:?}",
         client.lines
     );

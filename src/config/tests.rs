@@ -246,6 +246,12 @@ fn sessions_table_defaults_and_errors() {
     assert_eq!(s.mode.0, 0o666);
     assert_eq!((s.max_sessions, s.max_per_uid), (4096, 64));
     assert_eq!(s.cgroup_root, "auto");
+    assert_eq!(s.cgroup_parent, "auditrail");
+    let e = err(&format!("{GOOD}\n[sessions]\ncgroup_parent = \"../x\"\n"));
+    assert!(
+        e.contains("[sessions] `cgroup_parent`: expected one directory name"),
+        "{e}"
+    );
     let e = err(&format!("{GOOD}\n[sessions]\nmax_per_uid = 0\n"));
     assert!(
         e.contains("[sessions] `max_per_uid`: must be at least 1"),

@@ -1,4 +1,5 @@
-//! Session cgroups on the cgroup v2 filesystem: `<mount>/auditrail/<sid>`.
+//! Session cgroups on the cgroup v2 filesystem: `<mount>/<parent>/<sid>`, the parent `auditrail` unless
+//! `[sessions] cgroup_parent` names another (one per agent when several run on a host).
 //!
 //! - Create: `mkdir` (the `auditrail` parent too, when missing), mode 0755 (the kernel's default for cgroup
 //!   directories; only root writes to the control files).
@@ -20,7 +21,7 @@ use super::sid;
 /// `statfs(2)` `f_type` of a cgroup2 filesystem (`CGROUP2_SUPER_MAGIC`).
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
-/// The directory under the mount that holds every session cgroup.
+/// The default directory under the mount that holds the session cgroups.
 pub const BASE_NAME: &str = "auditrail";
 
 /// Why a cgroup operation failed, with the path and what to do.
@@ -84,7 +85,7 @@ pub enum Removal {
     Busy,
 }
 
-/// The cgroup2 mount and the `auditrail` directory under it.
+/// The cgroup2 mount and the parent directory of the session cgroups under it.
 #[derive(Debug, Clone)]
 pub struct CgroupRoot {
     mount: PathBuf,
@@ -92,7 +93,7 @@ pub struct CgroupRoot {
 }
 
 impl CgroupRoot {
-    /// The cgroup2 mount found in `/proc/self/mountinfo` ([`mountinfo::pick`]).
+    /// The cgroup2 mount found in `/proc/self/mountinfo` ([`mountinfo::pick`]), with the default parent.
     pub fn discover() -> Result<CgroupRoot, CgroupError> {
         let mount = mountinfo::discover()
             .map_err(|e| CgroupError::io("read", Path::new("/proc/self/mountinfo"), e))?
@@ -100,7 +101,16 @@ impl CgroupRoot {
         CgroupRoot::at(&mount.mount_point)
     }
 
-    /// `mount`, after checking that it is a cgroup2 filesystem.
+    /// The same mount with the session cgroups under `parent` (a name checked by [`sid::validate`]).
+    pub fn with_parent(self, parent: &str) -> CgroupRoot {
+        debug_assert!(sid::validate(parent).is_ok());
+        CgroupRoot {
+            base: self.mount.join(parent),
+            mount: self.mount,
+        }
+    }
+
+    /// `mount`, after checking that it is a cgroup2 filesystem (the default parent).
     pub fn at(mount: &Path) -> Result<CgroupRoot, CgroupError> {
         let c = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()).map_err(|_| {
             CgroupError::NotCgroup2 {
@@ -128,12 +138,12 @@ impl CgroupRoot {
         &self.mount
     }
 
-    /// `<mount>/auditrail`.
+    /// `<mount>/<parent>`.
     pub fn base(&self) -> &Path {
         &self.base
     }
 
-    /// `<mount>/auditrail/<sid>` (the sid must be valid: see [`sid::validate`]).
+    /// `<mount>/<parent>/<sid>` (the sid must be valid: see [`sid::validate`]).
     pub fn path_of(&self, sid: &str) -> PathBuf {
         debug_assert!(sid::validate(sid).is_ok());
         self.base.join(sid)
@@ -157,7 +167,7 @@ impl CgroupRoot {
         }
     }
 
-    /// Removes every empty session cgroup under `auditrail/` for which `keep(sid)` is false; returns how many
+    /// Removes every empty session cgroup under the parent for which `keep(sid)` is false; returns how many
     /// were removed. Populated ones and names that are not sids are left alone. Errors are returned per cgroup.
     pub fn sweep(&self, keep: impl Fn(&str) -> bool) -> (usize, Vec<CgroupError>) {
         let mut removed = 0;

@@ -21,6 +21,11 @@ pub struct SessionsConfig {
     /// `"auto"` (default): the cgroup2 mount from /proc/self/mountinfo; or the path of a cgroup2 mount.
     #[serde(default = "default_root")]
     pub cgroup_root: String,
+    /// The directory under the cgroup2 mount that holds this agent's session cgroups (`<mount>/<parent>/<sid>`):
+    /// one name of `[A-Za-z0-9_-]`. Default `"auditrail"`. The sweep removes empty cgroups under it that no live
+    /// session of this agent owns, so two agents on one host must not share a parent: give each its own.
+    #[serde(default = "default_parent")]
+    pub cgroup_parent: String,
     /// Most sessions at once (connections holding a cgroup). Default 4096.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
@@ -37,6 +42,9 @@ fn default_mode() -> SocketMode {
 }
 fn default_root() -> String {
     "auto".into()
+}
+fn default_parent() -> String {
+    super::cgroup::BASE_NAME.into()
 }
 fn default_max_sessions() -> usize {
     4096
@@ -59,6 +67,15 @@ impl SessionsConfig {
         }
         if self.sweep_interval.0.is_zero() {
             return Err(("sweep_interval", "must be more than 0s".into()));
+        }
+        if let Err(e) = super::sid::validate(&self.cgroup_parent) {
+            return Err((
+                "cgroup_parent",
+                format!(
+                    "expected one directory name of [A-Za-z0-9_-] (1 to 128 characters), found {:?}: {e}",
+                    self.cgroup_parent
+                ),
+            ));
         }
         if self.cgroup_root != "auto" && !Path::new(&self.cgroup_root).is_absolute() {
             return Err((

@@ -1,6 +1,6 @@
 //! Sessions: the live-session registry (sid ↔ cgroup ↔ uid/pid) and the session cgroups the agent owns.
 //!
-//! Each recorded session runs in its own cgroup v2, `<cgroup2 mount>/auditrail/<sid>`, so that host events can be
+//! Each recorded session runs in its own cgroup v2, `<cgroup2 mount>/auditrail/<sid>` (`[sessions] cgroup_parent` names the parent), so that host events can be
 //! tied to it by cgroup id (what `bpf_get_current_cgroup_id` returns: the directory's inode number). The
 //! recorder runs as the logged-in user, who may not create cgroups; the agent, which runs as root, does it for
 //! it: the recorder connects to the agent's sessions socket and asks for its sid ([`client`]); the agent takes

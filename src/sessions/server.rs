@@ -168,6 +168,7 @@ pub fn start(
         "auto" => CgroupRoot::discover(),
         p => CgroupRoot::at(Path::new(p)),
     }
+    .map(|root| root.with_parent(&config.cgroup_parent))
     .map_err(|e| e.to_string());
     match &cgroups {
         Ok(root) => {
