@@ -4,6 +4,11 @@
 //! and with the same cookies as the data, so that behind a load balancer the question reaches the indexer that
 //! took the data.
 //!
+//! When half of `max_pending_events` waits on one indexer the poller asks at once instead (at most every
+//! [`EAGER_GAP`]): the sink stops reading at that bound, so a fixed interval would cap its throughput at
+//! `max_pending_events / ack_poll_interval` however fast the indexer confirms. A lightly loaded sink still asks
+//! once per interval.
+//!
 //! - `true`: the request's events are delivered and acknowledged upstream.
 //! - `false`: not yet; counted in `auditrail_sink_hec_acks_total{result="false"}` (a channel whose acks keep
 //!   coming back false is the symptom of queries reaching the wrong indexer).
@@ -27,6 +32,9 @@ use super::EveryMinute;
 
 /// Most ids asked about in one query.
 pub const MAX_QUERY_IDS: usize = 10_000;
+
+/// The least time between two queries of one indexer when many ids wait.
+pub const EAGER_GAP: Duration = Duration::from_millis(10);
 
 /// What became of one ackId.
 #[derive(Debug, PartialEq, Eq)]
@@ -85,6 +93,9 @@ impl AckMetrics {
 pub struct Acks {
     pending: Mutex<HashMap<u64, oneshot::Sender<AckResult>>>,
     wake: Arc<Notify>,
+    /// Told when `eager_at` ids wait: the poller asks without waiting out its interval.
+    eager: Arc<Notify>,
+    eager_at: usize,
     poll_interval: Duration,
     timeout: Duration,
     metrics: AckMetrics,
@@ -93,10 +104,12 @@ pub struct Acks {
 }
 
 impl Acks {
-    /// The ack state of one indexer, whose poller asks through `conn`.
+    /// The ack state of one indexer, whose poller asks through `conn` every `poll_interval`, or as soon as
+    /// [`EAGER_GAP`] allows while `eager_at` ids or more wait.
     pub fn start(
         conn: Conn,
         poll_interval: Duration,
+        eager_at: usize,
         timeout: Duration,
         metrics: AckMetrics,
         warn: Arc<EveryMinute>,
@@ -104,6 +117,8 @@ impl Acks {
         let acks = Arc::new(Acks {
             pending: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
+            eager: Arc::new(Notify::new()),
+            eager_at: eager_at.max(1),
             poll_interval,
             timeout,
             metrics,
@@ -124,12 +139,19 @@ impl Acks {
     /// Waits for `id`'s answer, at most `ack_timeout`.
     pub async fn wait(self: Arc<Self>, id: u64) -> AckResult {
         let (tx, rx) = oneshot::channel();
-        if let Some(old) = self.pending.lock().expect("acks lock").insert(id, tx) {
-            // The indexer gave out the same id twice on this channel (it restarted): the older request cannot be
-            // told apart any more; it is resent.
-            let _ = old.send(AckResult::TimedOut);
-        }
+        let waiting = {
+            let mut p = self.pending.lock().expect("acks lock");
+            if let Some(old) = p.insert(id, tx) {
+                // The indexer gave out the same id twice on this channel (it restarted): the older request
+                // cannot be told apart any more; it is resent.
+                let _ = old.send(AckResult::TimedOut);
+            }
+            p.len()
+        };
         self.wake.notify_one();
+        if waiting >= self.eager_at {
+            self.eager.notify_one();
+        }
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => AckResult::TimedOut,
@@ -151,10 +173,19 @@ impl Acks {
     }
 }
 
+/// Sleeps `interval`, or less once `eager` is told (never less than [`EAGER_GAP`]).
+async fn pause(interval: Duration, eager: &Notify) {
+    let start = tokio::time::Instant::now();
+    tokio::select! {
+        () = tokio::time::sleep(interval) => {}
+        () = eager.notified() => tokio::time::sleep_until(start + EAGER_GAP.min(interval)).await,
+    }
+}
+
 /// The poller of one indexer; ends when the sink is gone.
 async fn poll(acks: Weak<Acks>, conn: Conn) {
     loop {
-        let (interval, ids) = {
+        let (interval, eager, ids) = {
             let Some(a) = acks.upgrade() else { return };
             let ids: Vec<u64> = {
                 let p = a.pending.lock().expect("acks lock");
@@ -163,13 +194,14 @@ async fn poll(acks: Weak<Acks>, conn: Conn) {
             if ids.is_empty() {
                 // Nothing to ask: sleep until an id is registered (or check now and then that the sink lives).
                 let wake = a.wake.clone();
+                let eager = a.eager.clone();
                 let interval = a.poll_interval;
                 drop(a);
                 let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
-                tokio::time::sleep(interval).await;
+                pause(interval, &eager).await;
                 continue;
             }
-            (a.poll_interval, ids)
+            (a.poll_interval, a.eager.clone(), ids)
         };
         let answer = conn.ack_query(ack_request(&ids)).await;
         let Some(a) = acks.upgrade() else { return };
@@ -198,7 +230,14 @@ async fn poll(acks: Weak<Acks>, conn: Conn) {
                 tracing::warn!(sink = %a.sink, error = %why, pending = ids.len(), "ack query failed; asking again at the next poll");
             }
         }
+        let still = a.pending();
+        let eager_now = still >= a.eager_at;
         drop(a);
-        tokio::time::sleep(interval).await;
+        if eager_now {
+            // Many still wait: the next question goes out after the least gap, not the interval.
+            tokio::time::sleep(EAGER_GAP.min(interval)).await;
+        } else {
+            pause(interval, &eager).await;
+        }
     }
 }

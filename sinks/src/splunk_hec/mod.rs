@@ -112,11 +112,15 @@ impl Sink for SplunkHecSink {
             let parts = service::NodeParts::new(c, &cx.name, &self.channel)?;
             let unconfirmed_log = Arc::new(EveryMinute::default());
             let proto = sink::Hec::new(c, &cx.name, unconfirmed_log.clone());
+            // Half the requests `max_pending_events` allows, spread over the indexers: past it, ask at once.
+            let requests = c.max_pending_events / c.batch.max_events.max(1);
+            let eager_at = requests / (2 * c.endpoints.len().max(1));
             let nodes = parts.nodes(|conn| {
                 c.acknowledgements.then(|| {
                     acks::Acks::start(
                         conn.clone(),
                         c.ack_poll_interval.0,
+                        eager_at,
                         c.ack_timeout.0,
                         proto.ack_metrics.clone(),
                         unconfirmed_log.clone(),

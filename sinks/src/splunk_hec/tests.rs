@@ -124,6 +124,33 @@ pub fn ok_ack(id: u64) -> Answer {
     )
 }
 
+/// A collector that numbers its event answers' ackIds 1, 2, 3… and answers each ack query with
+/// `indexed(id)` for every id asked about.
+pub fn numbered_acks(
+    indexed: impl Fn(u64) -> bool + Send + Sync + 'static,
+) -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
+    let sends = Mutex::new(0u64);
+    move |s| match s.path() {
+        "/services/collector/health" => health_ok(),
+        "/services/collector/event" => {
+            let mut n = sends.lock().unwrap();
+            *n += 1;
+            ok_ack(*n)
+        }
+        "/services/collector/ack" => {
+            let body: Value = serde_json::from_slice(&s.body).unwrap();
+            let acks: serde_json::Map<String, Value> = body["acks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| (id.to_string(), json!(indexed(id.as_u64().unwrap()))))
+                .collect();
+            (200, vec![], json!({ "acks": acks }))
+        }
+        _ => (404, vec![], json!({})),
+    }
+}
+
 pub fn health_ok() -> Answer {
     (200, vec![], json!({"text": "HEC is healthy", "code": 17}))
 }
@@ -245,28 +272,8 @@ async fn with_acks_events_are_delivered_only_once_their_ack_id_is_indexed() {
 #[tokio::test]
 async fn an_ack_that_never_comes_is_resent_after_ack_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let sends = Arc::new(Mutex::new(0u64));
-    let n = sends.clone();
-    let (port, seen) = responder(move |s| match s.path() {
-        "/services/collector/health" => health_ok(),
-        "/services/collector/event" => {
-            let mut n = n.lock().unwrap();
-            *n += 1;
-            ok_ack(*n)
-        }
-        // The first request's ackId (1) never turns true; the second's (2) does.
-        "/services/collector/ack" => {
-            let body: Value = serde_json::from_slice(&s.body).unwrap();
-            let acks: serde_json::Map<String, Value> = body["acks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|id| (id.to_string(), json!(id.as_u64() == Some(2))))
-                .collect();
-            (200, vec![], json!({ "acks": acks }))
-        }
-        _ => (404, vec![], json!({})),
-    });
+    // The first request's ackId (1) never turns true; the second's (2) does.
+    let (port, seen) = responder(numbered_acks(|id| id == 2));
     let mut c = config(port);
     c.ack_timeout = Duration::from_secs(1).into();
     let status = run(c, &["a"], dir.path()).await;
@@ -275,6 +282,44 @@ async fn an_ack_that_never_comes_is_resent_after_ack_timeout() {
     let sent = events_of(&seen);
     assert_eq!(sent.len(), 2, "sent again after ack_timeout");
     assert!(sent.iter().all(|s| s.uids() == vec!["a"]));
+}
+
+#[tokio::test]
+async fn with_half_the_pending_window_waiting_acks_are_asked_before_the_interval() {
+    // ack_poll_interval is far longer than the test may take: only the eager queries (half of
+    // max_pending_events waiting) can confirm events here. With the interval alone the sink would stop at its
+    // 4 pending events for 60 s.
+    let dir = tempfile::tempdir().unwrap();
+    let (port, _seen) = responder(numbered_acks(|_| true));
+    let mut c = config(port);
+    c.ack_poll_interval = Duration::from_secs(60).into();
+    c.ack_timeout = Duration::from_secs(120).into();
+    c.batch.max_events = 1;
+    c.max_pending_events = 4;
+    let sink = SplunkHecSink::new(c).unwrap();
+    let (tx, rx) = memory_buffer("hec", &MemoryBufferConfig::default());
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel();
+    let events: Vec<Event> = (0..12u64)
+        .map(|i| {
+            let mut e = event(&format!("e{i}"));
+            e.set_finalizer(AckBatch::new(i, ack_tx.clone()).finalizer());
+            e
+        })
+        .collect();
+    tx.try_send(events).unwrap();
+    let cx = SinkContext::new("hec", dir.path().into());
+    let task = tokio::spawn(Box::new(sink).run(rx, cx));
+    let mut delivered = 0;
+    while delivered < 8 {
+        let o = tokio::time::timeout(Duration::from_secs(30), ack_rx.recv())
+            .await
+            .expect("events confirmed long before ack_poll_interval")
+            .unwrap();
+        assert_eq!(o.status, EventStatus::Delivered);
+        delivered += 1;
+    }
+    drop(tx);
+    task.abort();
 }
 
 #[tokio::test]
