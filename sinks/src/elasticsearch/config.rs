@@ -139,52 +139,11 @@ impl Default for TlsConfig {
 }
 
 /// `batch = { max_events = 1000, max_bytes = "5MiB", timeout = "1s" }`: a bulk request is sent when any limit
-/// is reached.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchConfig {
-    /// Most events in one bulk request. Default 1000.
-    #[serde(default = "default_max_events")]
-    pub max_events: usize,
-    /// Most bytes of events (before compression) in one bulk request. Default `"5MiB"`.
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: ByteSize,
-    /// Longest an event waits for its batch to fill. Default `"1s"`.
-    #[serde(default = "default_batch_timeout")]
-    pub timeout: Interval,
-}
+/// is reached (the shared HTTP sink table, with this sink's default `max_bytes`).
+pub type BatchConfig = crate::http::config::BatchConfig<5>;
 
-impl Default for BatchConfig {
-    fn default() -> Self {
-        BatchConfig {
-            max_events: default_max_events(),
-            max_bytes: default_max_bytes(),
-            timeout: default_batch_timeout(),
-        }
-    }
-}
-
-/// `retry = { initial_backoff = "100ms", max_backoff = "30s" }`: waits between attempts after a transient
-/// error (exponential with full jitter; a server's `Retry-After` is a floor).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// First wait. Default `"100ms"`.
-    #[serde(default = "default_initial_backoff")]
-    pub initial_backoff: Interval,
-    /// Longest wait. Default `"30s"`.
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff: Interval,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            initial_backoff: default_initial_backoff(),
-            max_backoff: default_max_backoff(),
-        }
-    }
-}
+/// `retry = { initial_backoff = "100ms", max_backoff = "30s" }`, the shared HTTP sink table.
+pub use crate::http::config::RetryConfig;
 
 /// Settings of the Elasticsearch sink.
 #[derive(Clone, Debug, Deserialize)]
@@ -273,21 +232,6 @@ pub struct ElasticsearchSinkConfig {
 
 fn default_true() -> bool {
     true
-}
-fn default_max_events() -> usize {
-    1000
-}
-fn default_max_bytes() -> ByteSize {
-    ByteSize(5 << 20)
-}
-fn default_batch_timeout() -> Interval {
-    Interval(Duration::from_secs(1))
-}
-fn default_initial_backoff() -> Interval {
-    Interval(Duration::from_millis(100))
-}
-fn default_max_backoff() -> Interval {
-    Interval(Duration::from_secs(30))
 }
 fn default_compression_level() -> u32 {
     1

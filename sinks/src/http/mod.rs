@@ -7,8 +7,10 @@
 //!   a body, how a body is sent to one node, and how a 2xx response is judged event by event.
 //! - [`pool`]: the endpoints, round robin, a failed one taken out until its health check passes.
 //! - [`client`]: the reqwest client (TLS, keep-alive, timeouts) and bounded body reads.
+//! - [`config`]: the `batch` and `retry` tables the sinks share.
 
 pub mod client;
+pub mod config;
 pub mod driver;
 pub mod pool;
 

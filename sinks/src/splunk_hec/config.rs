@@ -59,54 +59,12 @@ impl Default for TlsConfig {
     }
 }
 
-/// `batch = { max_events = 1000, max_bytes = "1MiB", timeout = "1s" }`: a request is sent when any limit is
-/// reached.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchConfig {
-    /// Most events in one request. Default 1000.
-    #[serde(default = "default_max_events")]
-    pub max_events: usize,
-    /// Most bytes of events (before the envelope and compression) in one request. Default `"1MiB"` (Splunk's
-    /// `max_content_length` default is 800MB, but smaller requests are confirmed sooner).
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: ByteSize,
-    /// Longest an event waits for its batch to fill. Default `"1s"`.
-    #[serde(default = "default_batch_timeout")]
-    pub timeout: Interval,
-}
+/// `batch = { max_events = 1000, max_bytes = "1MiB", timeout = "1s" }`: a request is sent when any limit
+/// is reached (the shared HTTP sink table, with this sink's default `max_bytes`).
+pub type BatchConfig = crate::http::config::BatchConfig<1>;
 
-impl Default for BatchConfig {
-    fn default() -> Self {
-        BatchConfig {
-            max_events: default_max_events(),
-            max_bytes: default_max_bytes(),
-            timeout: default_batch_timeout(),
-        }
-    }
-}
-
-/// `retry = { initial_backoff = "100ms", max_backoff = "30s" }`: waits between attempts after a transient
-/// error (exponential with full jitter; the collector's `Retry-After` is a floor).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// First wait. Default `"100ms"`.
-    #[serde(default = "default_initial_backoff")]
-    pub initial_backoff: Interval,
-    /// Longest wait. Default `"30s"`.
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff: Interval,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            initial_backoff: default_initial_backoff(),
-            max_backoff: default_max_backoff(),
-        }
-    }
-}
+/// `retry = { initial_backoff = "100ms", max_backoff = "30s" }`, the shared HTTP sink table.
+pub use crate::http::config::RetryConfig;
 
 /// `request = { concurrency = 4, timeout = "60s", rate_limit = 0 }`.
 #[derive(Clone, Debug, Deserialize)]
@@ -177,7 +135,8 @@ pub struct SplunkHecSinkConfig {
     /// `code: 0` counts as delivered.
     #[serde(default = "default_true")]
     pub acknowledgements: bool,
-    /// How often pending `ackId`s are asked about on `/services/collector/ack`. Default `"200ms"`.
+    /// How often pending `ackId`s are asked about on `/services/collector/ack`. Default `"200ms"`. While half
+    /// of `max_pending_events` waits on an indexer, it is asked at once instead (at most every 10 ms).
     #[serde(default = "default_ack_poll_interval")]
     pub ack_poll_interval: Interval,
     /// An `ackId` not confirmed within this time is given up and its events are sent again (duplicates
@@ -218,21 +177,6 @@ fn default_true() -> bool {
 }
 fn default_sourcetype() -> String {
     DEFAULT_SOURCETYPE.into()
-}
-fn default_max_events() -> usize {
-    1000
-}
-fn default_max_bytes() -> ByteSize {
-    ByteSize(1 << 20)
-}
-fn default_batch_timeout() -> Interval {
-    Interval(Duration::from_secs(1))
-}
-fn default_initial_backoff() -> Interval {
-    Interval(Duration::from_millis(100))
-}
-fn default_max_backoff() -> Interval {
-    Interval(Duration::from_secs(30))
 }
 fn default_compression_level() -> u32 {
     1
