@@ -95,25 +95,25 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
-fn default_max_body() -> ByteSize {
+pub(crate) fn default_max_body() -> ByteSize {
     ByteSize(10 << 20)
 }
-fn default_max_line() -> ByteSize {
+pub(crate) fn default_max_line() -> ByteSize {
     ByteSize(1 << 20)
 }
-fn default_accept_timeout() -> Interval {
+pub(crate) fn default_accept_timeout() -> Interval {
     Interval(Duration::from_secs(1))
 }
-fn default_max_connections() -> usize {
+pub(crate) fn default_max_connections() -> usize {
     256
 }
-fn default_header_read_timeout() -> Interval {
+pub(crate) fn default_header_read_timeout() -> Interval {
     Interval(Duration::from_secs(10))
 }
-fn default_body_read_timeout() -> Interval {
+pub(crate) fn default_body_read_timeout() -> Interval {
     Interval(Duration::from_secs(30))
 }
-fn default_idle_timeout() -> Interval {
+pub(crate) fn default_idle_timeout() -> Interval {
     Interval(Duration::from_secs(30))
 }
 fn default_per_second() -> NonZeroU32 {

@@ -11,7 +11,7 @@
 //! refused request costs its headers only, and its connection is closed rather than drained.
 
 pub mod body;
-mod config;
+pub(crate) mod config;
 mod conns;
 pub(crate) mod limit;
 pub(crate) mod serve;
@@ -50,24 +50,35 @@ struct AppState {
     requests: AtomicU64,
 }
 
-/// Binds the listener, loads TLS, and returns the server task.
-pub async fn build(config: HttpSourceConfig, cx: SourceContext) -> Result<SourceTask, SourceError> {
-    let acceptor = match &config.tls {
+/// Loads the TLS settings (when given) and binds `address`: the start of every HTTP-based source, whose errors
+/// name the source.
+pub(crate) async fn bind(
+    source: &str,
+    address: SocketAddr,
+    tls: Option<&TlsConfig>,
+) -> Result<(Option<tokio_rustls::TlsAcceptor>, tokio::net::TcpListener), SourceError> {
+    let acceptor = match tls {
         None => None,
         Some(t) => Some(tokio_rustls::TlsAcceptor::from(
             tls::server_config(t).map_err(|e| SourceError::State {
-                source_name: cx.name.to_string(),
+                source_name: source.to_string(),
                 message: e.to_string(),
             })?,
         )),
     };
-    let listener = tokio::net::TcpListener::bind(config.address)
+    let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|error| SourceError::Listen {
-            source_name: cx.name.to_string(),
-            address: config.address.to_string(),
+            source_name: source.to_string(),
+            address: address.to_string(),
             error,
         })?;
+    Ok((acceptor, listener))
+}
+
+/// Binds the listener, loads TLS, and returns the server task.
+pub async fn build(config: HttpSourceConfig, cx: SourceContext) -> Result<SourceTask, SourceError> {
+    let (acceptor, listener) = bind(&cx.name, config.address, config.tls.as_ref()).await?;
     let limiter = Arc::new(limit::ClientLimiter::new(config.rate_limit));
     let state = Arc::new(AppState {
         ingest: Arc::clone(&cx.ingest),

@@ -8,6 +8,7 @@ use auditrail_core::units::{ByteSize, Interval};
 use auditrail_core::Secret;
 use serde::Deserialize;
 
+use crate::sources::http::config as http_defaults;
 use crate::sources::http::{RateLimitConfig, TlsConfig};
 
 /// Settings of the splunk_hec source.
@@ -26,14 +27,14 @@ pub struct SplunkHecSourceConfig {
     #[serde(default)]
     pub allow_unauthenticated: bool,
     /// Largest request body as sent (compressed or not); a larger one is answered 413. Default `"10MiB"`.
-    #[serde(default = "default_max_body")]
+    #[serde(default = "http_defaults::default_max_body")]
     pub max_body_bytes: ByteSize,
     /// Largest request body once gzip is undone; a body that inflates past it is answered 413 (a gzip bomb
     /// costs this much memory at most). Default `"50MiB"`.
     #[serde(default = "default_max_decompressed")]
     pub max_decompressed_bytes: ByteSize,
     /// Largest single event. Default `"1MiB"`.
-    #[serde(default = "default_max_line")]
+    #[serde(default = "http_defaults::default_max_line")]
     pub max_line_bytes: ByteSize,
     /// The key under which the envelope's `time`, `host`, `source`, `sourcetype`, `index` and `fields` are
     /// appended to the event, e.g. `"hec"`. Default: none, and the envelope is dropped: the audit event is
@@ -56,19 +57,19 @@ pub struct SplunkHecSourceConfig {
     pub acknowledgements: AckConfig,
     /// How long a request waits for room in full `block` buffers before it is answered
     /// `{"text":"Server is busy","code":9}` (503, Retry-After). Default `"1s"`.
-    #[serde(default = "default_accept_timeout")]
+    #[serde(default = "http_defaults::default_accept_timeout")]
     pub accept_timeout: Interval,
     /// Most connections open at once (see the http source). Default 256.
-    #[serde(default = "default_max_connections")]
+    #[serde(default = "http_defaults::default_max_connections")]
     pub max_connections: usize,
     /// Time a new connection gets to send a complete request head. Default `"10s"`.
-    #[serde(default = "default_header_read_timeout")]
+    #[serde(default = "http_defaults::default_header_read_timeout")]
     pub header_read_timeout: Interval,
     /// Time a request gets to send its whole body once its head is in. Default `"30s"`.
-    #[serde(default = "default_body_read_timeout")]
+    #[serde(default = "http_defaults::default_body_read_timeout")]
     pub body_read_timeout: Interval,
     /// How long a kept-alive connection may sit idle. Default `"30s"`.
-    #[serde(default = "default_idle_timeout")]
+    #[serde(default = "http_defaults::default_idle_timeout")]
     pub idle_timeout: Interval,
     /// Requests per client IP address; over it a request is answered "Server is busy" (code 9, 503,
     /// Retry-After) before its body is read. Default 1000 per second with bursts of 2000.
@@ -123,29 +124,8 @@ impl Default for AckConfig {
     }
 }
 
-fn default_max_body() -> ByteSize {
-    ByteSize(10 << 20)
-}
 fn default_max_decompressed() -> ByteSize {
     ByteSize(50 << 20)
-}
-fn default_max_line() -> ByteSize {
-    ByteSize(1 << 20)
-}
-fn default_accept_timeout() -> Interval {
-    Interval(Duration::from_secs(1))
-}
-fn default_max_connections() -> usize {
-    256
-}
-fn default_header_read_timeout() -> Interval {
-    Interval(Duration::from_secs(10))
-}
-fn default_body_read_timeout() -> Interval {
-    Interval(Duration::from_secs(30))
-}
-fn default_idle_timeout() -> Interval {
-    Interval(Duration::from_secs(30))
 }
 fn default_max_channels() -> usize {
     10_000

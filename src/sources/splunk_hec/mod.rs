@@ -96,22 +96,8 @@ pub async fn build(
     config: SplunkHecSourceConfig,
     cx: SourceContext,
 ) -> Result<SourceTask, SourceError> {
-    let acceptor = match &config.tls {
-        None => None,
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
-            super::http::tls::server_config(t).map_err(|e| SourceError::State {
-                source_name: cx.name.to_string(),
-                message: e.to_string(),
-            })?,
-        )),
-    };
-    let listener = tokio::net::TcpListener::bind(config.address)
-        .await
-        .map_err(|error| SourceError::Listen {
-            source_name: cx.name.to_string(),
-            address: config.address.to_string(),
-            error,
-        })?;
+    let (acceptor, listener) =
+        super::http::bind(&cx.name, config.address, config.tls.as_ref()).await?;
     let limiter = Arc::new(limit::ClientLimiter::new(config.rate_limit));
     let acks = config
         .acknowledgements
