@@ -420,7 +420,8 @@ fn epoch_seconds(text: &str) -> Option<f64> {
 
 /// HEC's indexed fields: a flat object whose values are strings, numbers or arrays of them.
 fn check_fields(text: &str) -> Result<(), &'static str> {
-    let map: std::collections::HashMap<&str, &RawValue> =
+    // Owned keys: a key with an escape (`"a\\"b"`) cannot be borrowed from the text.
+    let map: std::collections::HashMap<String, &RawValue> =
         serde_json::from_str(text).map_err(|_| "must be a JSON object")?;
     for v in map.values() {
         let v = v.get().trim_start();
@@ -523,6 +524,15 @@ mod tests {
         };
         let r = parse_events(&Bytes::from("{\"event\":\"Hello\"}"), &i, strict).unwrap_err();
         assert_eq!(r.status.code, 6);
+    }
+
+    #[test]
+    fn indexed_fields_are_checked_whatever_their_keys_hold() {
+        assert_eq!(check_fields(r#"{"a\"b":"v","c\u00e9":[1,"x"]}"#), Ok(()));
+        assert_eq!(check_fields(r#"{"k":1.5,"l":"s"}"#), Ok(()));
+        assert!(check_fields(r#"{"a\"b":{"c":1}}"#).is_err());
+        assert!(check_fields(r#"{"a":[[1]]}"#).is_err());
+        assert!(check_fields(r#"["a"]"#).is_err());
     }
 
     #[test]
