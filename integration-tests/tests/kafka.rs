@@ -15,7 +15,10 @@ use auditrail_integration_tests::integrity::{assert_clean, stream};
 use auditrail_integration_tests::*;
 use serde_json::Value;
 
-const PARTITIONS: i32 = 6;
+/// librdkafka's mock cluster keeps at most 5 MiB (and 100,000 records) per partition and deletes older
+/// segments, as a retention limit: the 200,000-event round trip (~60 MB) needs enough partitions that nothing
+/// is deleted before the aggregator reads it.
+const PARTITIONS: i32 = 24;
 /// Sessions the generated events belong to; each keeps its order through its partition.
 const SIDS: usize = 64;
 
