@@ -292,9 +292,13 @@ impl ConsumerContext for Context {
             ));
             st.trackers.insert(key, Tracker::new(c));
         }
-        if st.paused {
-            let _ = consumer.pause(tpl);
-        }
+        // A partition's pause outlives its assignment in librdkafka: one paused when it was revoked (to stop
+        // fetching it) would stay paused when it comes back.
+        let _ = if st.paused {
+            consumer.pause(tpl)
+        } else {
+            consumer.resume(tpl)
+        };
         tracing::info!(source = %self.source, partitions = ?names, "partitions assigned");
     }
 }
@@ -315,7 +319,7 @@ fn commit(
             continue;
         }
         if let Some(p) = t.committable() {
-            let _ = tpl.add_partition_offset(&*k.0, k.1, Offset::Offset(p));
+            let _ = tpl.add_partition_offset(&k.0, k.1, Offset::Offset(p));
             positions.push((k.clone(), p));
         }
     }
@@ -433,7 +437,7 @@ pub fn run(
             metrics.rewinds.increment(1);
             tracing::warn!(source = %source, topic = %key.0, partition = key.1, offset, "a sink could not keep events; reading the partition again from there");
             st.rewind(&key, offset);
-            if let Err(e) = consumer.seek(&*key.0, key.1, Offset::Offset(offset), COMMIT_TIMEOUT) {
+            if let Err(e) = consumer.seek(&key.0, key.1, Offset::Offset(offset), COMMIT_TIMEOUT) {
                 tracing::error!(source = %source, topic = %key.0, partition = key.1, error = %e, "cannot seek back; the records are read again after the next rebalance or restart");
             }
         }
