@@ -677,6 +677,8 @@ pub fn kafka_required() -> bool {
 /// dropped. It also exits by itself when the test process is gone: it holds the other end of its stdin.
 pub struct KafkaMock {
     child: Option<Child>,
+    /// Its standard output after the bootstrap line: one answer per command.
+    answers: std::sync::Mutex<Option<BufReader<std::process::ChildStdout>>>,
     /// The bootstrap list, `127.0.0.1:PORT,…`, one entry per broker.
     pub bootstrap: String,
 }
@@ -715,16 +717,19 @@ impl KafkaMock {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            let mut reader = BufReader::new(stdout);
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send((line, reader));
         });
         let mut mock = KafkaMock {
             child: Some(child),
+            answers: std::sync::Mutex::new(None),
             bootstrap: String::new(),
         };
         match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) if line.trim().contains(':') => {
+            Ok((line, reader)) if line.trim().contains(':') => {
                 mock.bootstrap = line.trim().to_string();
+                *mock.answers.lock().unwrap() = Some(reader);
                 Ok(mock)
             }
             Ok(_) => {
@@ -746,6 +751,21 @@ impl KafkaMock {
     pub fn produce(&self, topic: &str, records: &[(i32, Option<&[u8]>)]) {
         produce(&self.bootstrap, topic, records);
     }
+
+    /// Sends one fault-injection command (`broker-down 1`, `errors Produce OUT_OF_ORDER_SEQUENCE_NUMBER*3`,
+    /// see the kafka-mock binary) and waits until the mock says it is in place; panics when it refuses.
+    pub fn command(&self, command: &str) {
+        let child = self.child.as_ref().expect("kafka-mock is running");
+        let mut answers = self.answers.lock().unwrap();
+        let reader = answers.as_mut().expect("kafka-mock's answers");
+        // The harness's own handle: a shared reference to the pipe is enough to write to it.
+        let mut stdin = child.stdin.as_ref().expect("stdin is piped");
+        writeln!(stdin, "{command}").expect("writing to kafka-mock");
+        stdin.flush().unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).expect("kafka-mock's answer");
+        assert_eq!(answer.trim(), "ok", "kafka-mock refused {command:?}");
+    }
 }
 
 impl Drop for KafkaMock {
@@ -755,6 +775,31 @@ impl Drop for KafkaMock {
             let _ = c.wait();
         }
     }
+}
+
+/// The offsets consumer group `group` has committed for partitions `0..partitions` of `topic` at `bootstrap`,
+/// summed (a partition without a commit counts 0): how many records of the topic the group has done, when
+/// the topic's offsets start at 0.
+pub fn committed_sum(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("creating the Kafka consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("the group's committed offsets");
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| e.offset().to_raw())
+        .filter(|&o| o >= 0)
+        .sum()
 }
 
 /// Counts failed deliveries, keeping the first failure's text.

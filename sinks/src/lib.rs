@@ -10,6 +10,7 @@ pub mod console;
 pub mod elasticsearch;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod name_rules;
 pub mod splunk_hec;
 pub mod template;
@@ -28,6 +29,8 @@ pub enum SinkConfig {
     Elasticsearch(Box<elasticsearch::ElasticsearchSinkConfig>),
     /// Splunk's HTTP Event Collector, with indexer acknowledgements.
     SplunkHec(Box<splunk_hec::SplunkHecSinkConfig>),
+    /// Kafka, with an idempotent producer.
+    Kafka(Box<kafka::KafkaSinkConfig>),
 }
 
 /// The `type` names, for error messages.
@@ -37,6 +40,7 @@ pub const SINK_TYPES: &[&str] = &[
     "blackhole",
     "elasticsearch",
     "splunk_hec",
+    "kafka",
 ];
 
 /// A config problem found after parsing (e.g. a path template that does not parse).
@@ -58,6 +62,7 @@ impl SinkConfig {
             SinkConfig::Blackhole(_) => "blackhole",
             SinkConfig::Elasticsearch(_) => "elasticsearch",
             SinkConfig::SplunkHec(_) => "splunk_hec",
+            SinkConfig::Kafka(_) => "kafka",
         }
     }
 
@@ -67,6 +72,7 @@ impl SinkConfig {
             SinkConfig::File(c) => c.validate(),
             SinkConfig::Elasticsearch(c) => c.validate(),
             SinkConfig::SplunkHec(c) => c.validate(),
+            SinkConfig::Kafka(c) => c.validate(),
             SinkConfig::Console(_) | SinkConfig::Blackhole(_) => Ok(()),
         }
     }
@@ -81,6 +87,7 @@ impl SinkConfig {
                 Box::new(elasticsearch::ElasticsearchSink::new((**c).clone())?)
             }
             SinkConfig::SplunkHec(c) => Box::new(splunk_hec::SplunkHecSink::new((**c).clone())?),
+            SinkConfig::Kafka(c) => Box::new(kafka::KafkaSink::new((**c).clone())?),
         })
     }
 }

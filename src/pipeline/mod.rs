@@ -135,7 +135,13 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
     let chains = match &config.integrity {
         Some(ic) => {
             let buffers = crate::integrity::sink_buffers(&config, &recoveries);
-            let names: Vec<String> = config.sources.keys().cloned().collect();
+            // A source that relays chains (kafka) has none of its own: its events keep their agents' chains.
+            let names: Vec<String> = config
+                .sources
+                .iter()
+                .filter(|(_, s)| !s.relays_chains())
+                .map(|(n, _)| n.clone())
+                .collect();
             Some(crate::integrity::Chains::open(
                 ic,
                 &config.data_dir,

@@ -4,6 +4,7 @@
 pub mod file;
 pub mod http;
 pub mod ingest;
+pub mod kafka;
 pub mod lines;
 pub mod splunk_hec;
 pub mod unix;
@@ -31,6 +32,8 @@ pub enum SourceConfig {
     Unix(unix::UnixSourceConfig),
     /// Splunk's HTTP Event Collector protocol.
     SplunkHec(splunk_hec::SplunkHecSourceConfig),
+    /// A Kafka consumer group member.
+    Kafka(kafka::KafkaSourceConfig),
 }
 
 impl SourceConfig {
@@ -41,7 +44,14 @@ impl SourceConfig {
             SourceConfig::Http(c) => c.validate(),
             SourceConfig::Unix(c) => c.validate(),
             SourceConfig::SplunkHec(c) => c.validate(),
+            SourceConfig::Kafka(c) => c.validate(),
         }
+    }
+
+    /// Whether the source relays events that already carry their integrity chain (an aggregator reading what
+    /// agents wrote): the pipeline then does not chain them again, and they keep their bytes.
+    pub fn relays_chains(&self) -> bool {
+        matches!(self, SourceConfig::Kafka(_))
     }
 
     /// The most bytes one event may have at this source.
@@ -51,6 +61,7 @@ impl SourceConfig {
             SourceConfig::Http(c) => c.max_line_bytes.as_usize(),
             SourceConfig::Unix(c) => c.max_line_bytes.as_usize(),
             SourceConfig::SplunkHec(c) => c.max_line_bytes.as_usize(),
+            SourceConfig::Kafka(c) => c.max_line_bytes.as_usize(),
         }
     }
 }
@@ -124,5 +135,6 @@ pub async fn build(
         SourceConfig::Http(c) => http::build(c.clone(), cx).await,
         SourceConfig::Unix(c) => unix::build(c.clone(), cx),
         SourceConfig::SplunkHec(c) => splunk_hec::build(c.clone(), cx).await,
+        SourceConfig::Kafka(c) => kafka::build(c.clone(), cx),
     }
 }
