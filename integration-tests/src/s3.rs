@@ -40,7 +40,9 @@ pub fn moto_bin_dir() -> Option<PathBuf> {
         if dir.join("moto_server").is_file() {
             Ok(dir)
         } else {
-            Err(format!("install printed {dir:?}, which holds no moto_server"))
+            Err(format!(
+                "install printed {dir:?}, which holds no moto_server"
+            ))
         }
     });
     match found {
@@ -75,7 +77,9 @@ impl Moto {
 
     /// Starts a server on `port` and waits until it answers.
     pub fn start_on(dir: &Path, port: u16) -> Moto {
-        let bin = moto_bin_dir().expect("moto is available").join("moto_server");
+        let bin = moto_bin_dir()
+            .expect("moto is available")
+            .join("moto_server");
         let log = dir.join(format!("moto-{port}.log"));
         let child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -169,7 +173,9 @@ impl Moto {
 
     /// Creates `bucket`.
     pub fn create_bucket(&self, bucket: &str) {
-        let (status, _, body) = self.request("PUT", &format!("/{bucket}"), &[], b"").unwrap();
+        let (status, _, body) = self
+            .request("PUT", &format!("/{bucket}"), &[], b"")
+            .unwrap();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     }
 
@@ -215,11 +221,19 @@ impl Moto {
             let body = String::from_utf8_lossy(&body).into_owned();
             assert_eq!(status, 200, "{body}");
             for c in elements(&body, "Contents") {
-                let key = elements(c, "Key").first().map(|k| xml_unescape(k)).unwrap_or_default();
-                let size = elements(c, "Size").first().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let key = elements(c, "Key")
+                    .first()
+                    .map(|k| xml_unescape(k))
+                    .unwrap_or_default();
+                let size = elements(c, "Size")
+                    .first()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 out.push((key, size));
             }
-            token = elements(&body, "NextContinuationToken").first().map(|s| s.to_string());
+            token = elements(&body, "NextContinuationToken")
+                .first()
+                .map(|s| s.to_string());
             if token.is_none() {
                 break;
             }
@@ -239,8 +253,14 @@ impl Moto {
             .iter()
             .map(|u| {
                 (
-                    elements(u, "Key").first().map(|s| s.to_string()).unwrap_or_default(),
-                    elements(u, "UploadId").first().map(|s| s.to_string()).unwrap_or_default(),
+                    elements(u, "Key")
+                        .first()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    elements(u, "UploadId")
+                        .first()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
                 )
             })
             .collect()
@@ -278,7 +298,9 @@ fn xml_unescape(s: &str) -> String {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -396,10 +418,8 @@ impl Drop for UploaderProc {
 /// Writes a finished session into `rec`: `<sid>.raw` of `raw` bytes, a small `<sid>.cast`, then `<sid>.done`.
 /// Returns (name, bytes) of the recording files.
 pub fn write_session(rec: &Path, sid: &str, raw: Vec<u8>) -> Vec<(String, Vec<u8>)> {
-    let cast = format!(
-        "{{\"version\":2,\"width\":80,\"height\":24}}\n[0.1,\"o\",\"{sid}\"]\n"
-    )
-    .into_bytes();
+    let cast = format!("{{\"version\":2,\"width\":80,\"height\":24}}\n[0.1,\"o\",\"{sid}\"]\n")
+        .into_bytes();
     let files = vec![(format!("{sid}.raw"), raw), (format!("{sid}.cast"), cast)];
     for (name, bytes) in &files {
         std::fs::write(rec.join(name), bytes).unwrap();

@@ -113,4 +113,4 @@ fn systemd_unit_exposure_is_at_most_2() {
             open.join("\n")
         );
     }
-
+}

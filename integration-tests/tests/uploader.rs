@@ -57,11 +57,18 @@ fn state_parts_done(data: &Path) -> usize {
 #[test]
 fn fifty_sessions_of_mixed_sizes_arrive_intact_and_are_deleted_only_after_verification() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(moto) = Moto::start(dir.path()) else { return };
+    let Some(moto) = Moto::start(dir.path()) else {
+        return;
+    };
     moto.create_bucket("fifty");
     let mut up = UploaderProc::start(
         dir.path(),
-        &config(dir.path(), moto.port, "fifty", "after_upload = \"delete\"\nconcurrency = 4\n"),
+        &config(
+            dir.path(),
+            moto.port,
+            "fifty",
+            "after_upload = \"delete\"\nconcurrency = 4\n",
+        ),
     );
     let rec = dir.path().join("rec");
     let mut exp = Expected::new();
@@ -130,7 +137,10 @@ fn fifty_sessions_of_mixed_sizes_arrive_intact_and_are_deleted_only_after_verifi
             assert_eq!(o["sha256"].as_str().unwrap(), exp[key].0, "{e}");
             assert_eq!(o["size"].as_u64().unwrap(), exp[key].1, "{e}");
         }
-        assert!(e["url"].as_str().unwrap().starts_with("s3://fifty/pre/node1/"));
+        assert!(e["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3://fifty/pre/node1/"));
     }
     // .done went with the rest.
     assert!(!rec.join("s00.done").exists());
@@ -139,7 +149,9 @@ fn fifty_sessions_of_mixed_sizes_arrive_intact_and_are_deleted_only_after_verifi
 #[test]
 fn kill_9_during_a_multipart_upload_then_restart_completes_it_once() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(moto) = Moto::start(dir.path()) else { return };
+    let Some(moto) = Moto::start(dir.path()) else {
+        return;
+    };
     moto.create_bucket("crash");
     // 40 MiB at 8 MiB/s in 5 MiB parts: about five seconds, so the kill lands mid-upload.
     let cfg = config(
@@ -209,26 +221,42 @@ fn a_store_that_is_down_for_a_while_loses_and_deletes_nothing() {
     std::thread::sleep(Duration::from_secs(5));
     assert!(up.alive(), "{}", up.log_text());
     for i in 0..5 {
-        assert!(rec.join(format!("d{i}.raw")).exists(), "nothing deleted while the store is down");
+        assert!(
+            rec.join(format!("d{i}.raw")).exists(),
+            "nothing deleted while the store is down"
+        );
     }
-    assert!(!rec.join("quarantine").exists(), "a down store quarantines nothing");
-    assert!(spooled_events(&rec).is_empty(), "no event while nothing is stored");
+    assert!(
+        !rec.join("quarantine").exists(),
+        "a down store quarantines nothing"
+    );
+    assert!(
+        spooled_events(&rec).is_empty(),
+        "no event while nothing is stored"
+    );
     let moto = Moto::start_on(dir.path(), port);
     moto.create_bucket("later");
-    wait_for(Duration::from_secs(30), "everything uploaded and deleted", || {
-        (0..5).all(|i| !rec.join(format!("d{i}.raw")).exists())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "everything uploaded and deleted",
+        || (0..5).all(|i| !rec.join(format!("d{i}.raw")).exists()),
+    );
     assert_stored(&moto, "later", &exp);
     let events = spooled_events(&rec);
     assert_eq!(events.len(), 5);
     assert!(events.iter().all(|e| e["code"] == "T2005I"));
-    assert!(up.log_text().contains("retrying"), "the outage was reported");
+    assert!(
+        up.log_text().contains("retrying"),
+        "the outage was reported"
+    );
 }
 
 #[test]
 fn the_bandwidth_limit_holds_within_ten_percent_over_twenty_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(moto) = Moto::start(dir.path()) else { return };
+    let Some(moto) = Moto::start(dir.path()) else {
+        return;
+    };
     moto.create_bucket("slow");
     let rate: u64 = 1 << 20;
     let cfg = config(
@@ -263,7 +291,9 @@ fn the_bandwidth_limit_holds_within_ten_percent_over_twenty_seconds() {
 #[test]
 fn a_file_appended_after_done_is_uploaded_again_and_the_event_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(moto) = Moto::start(dir.path()) else { return };
+    let Some(moto) = Moto::start(dir.path()) else {
+        return;
+    };
     moto.create_bucket("append");
     let cfg = config(dir.path(), moto.port, "append", "");
     let rec = dir.path().join("rec");
@@ -290,7 +320,13 @@ fn a_file_appended_after_done_is_uploaded_again_and_the_event_says_so() {
     let second = &spooled_events(&rec)[1];
     assert_eq!(second["code"], "T2005I");
     assert_eq!(second["reupload"], true, "{second}");
-    assert!(second["reupload_reason"].as_str().unwrap().contains("ap.raw"), "{second}");
+    assert!(
+        second["reupload_reason"]
+            .as_str()
+            .unwrap()
+            .contains("ap.raw"),
+        "{second}"
+    );
     let raw_obj = second["objects"]
         .as_array()
         .unwrap()
@@ -308,7 +344,9 @@ fn a_file_appended_after_done_is_uploaded_again_and_the_event_says_so() {
 #[test]
 fn one_unreadable_recording_and_a_foreign_object_block_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(moto) = Moto::start(dir.path()) else { return };
+    let Some(moto) = Moto::start(dir.path()) else {
+        return;
+    };
     moto.create_bucket("mixed");
     let foreign = b"someone else's object".to_vec();
     moto.put("mixed", "pre/node1/m01/m01.cast", &foreign);
@@ -341,14 +379,28 @@ fn one_unreadable_recording_and_a_foreign_object_block_nothing_else() {
     let ok: Vec<&serde_json::Value> = events.iter().filter(|e| e["code"] == "T2005I").collect();
     assert_eq!(ok.len(), 18, "{events:?}");
     assert_eq!(failed.len(), 2, "{events:?}");
-    let by_sid: BTreeMap<&str, &serde_json::Value> =
-        failed.iter().map(|e| (e["sid"].as_str().unwrap(), *e)).collect();
+    let by_sid: BTreeMap<&str, &serde_json::Value> = failed
+        .iter()
+        .map(|e| (e["sid"].as_str().unwrap(), *e))
+        .collect();
     let bad = by_sid["m00"];
     assert!(bad["error"].as_str().unwrap().contains("m00.raw"), "{bad}");
-    assert!(bad["error"].as_str().unwrap().contains("not a regular file"), "{bad}");
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file"),
+        "{bad}"
+    );
     assert_eq!(bad["attempts"], 3);
     let conflict = by_sid["m01"];
-    assert!(conflict["error"].as_str().unwrap().contains("other content"), "{conflict}");
+    assert!(
+        conflict["error"]
+            .as_str()
+            .unwrap()
+            .contains("other content"),
+        "{conflict}"
+    );
     assert!(bad.get("url").is_none() && conflict.get("url").is_none());
     // Quarantined whole, not deleted.
     for s in ["m00", "m01"] {
@@ -356,11 +408,18 @@ fn one_unreadable_recording_and_a_foreign_object_block_nothing_else() {
         assert!(q.join(format!("{s}.raw")).exists(), "{s} quarantined");
         assert!(q.join(format!("{s}.cast")).exists() && q.join(format!("{s}.done")).exists());
     }
-    assert_eq!(moto.get("mixed", "pre/node1/m01/m01.cast").unwrap(), foreign, "the foreign object is untouched");
+    assert_eq!(
+        moto.get("mixed", "pre/node1/m01/m01.cast").unwrap(),
+        foreign,
+        "the foreign object is untouched"
+    );
     assert!(moto.head("mixed", "pre/node1/m00/m00.raw").is_none());
     assert_stored(&moto, "mixed", &exp);
     for i in 2..20 {
-        assert!(!rec.join(format!("m{i:02}.raw")).exists(), "verified sessions deleted");
+        assert!(
+            !rec.join(format!("m{i:02}.raw")).exists(),
+            "verified sessions deleted"
+        );
     }
     assert!(up.log_text().contains("quarantined"), "{}", up.log_text());
 }

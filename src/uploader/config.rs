@@ -193,7 +193,8 @@ impl UploaderConfig {
 
     /// Checks what types cannot say; the error names the field and what to do.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        crate::uploader::key::Template::parse(&self.key_template).map_err(|e| ("key_template", e))?;
+        crate::uploader::key::Template::parse(&self.key_template)
+            .map_err(|e| ("key_template", e))?;
         url_scheme(&self.url).map_err(|e| ("url", e))?;
         let part = self.part_size.0;
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part) {
@@ -228,7 +229,9 @@ impl UploaderConfig {
         if self.max_attempts == 0 {
             return Err(("max_attempts", "must be at least 1".into()));
         }
-        if self.retry_initial.0 < Duration::from_millis(10) || self.retry_max.0 < self.retry_initial.0 {
+        if self.retry_initial.0 < Duration::from_millis(10)
+            || self.retry_max.0 < self.retry_initial.0
+        {
             return Err((
                 "retry_initial",
                 "must be at least 10ms and at most `retry_max`".into(),
@@ -251,7 +254,10 @@ impl UploaderConfig {
             ("session_token", &self.session_token),
         ] {
             if s.as_ref().is_some_and(|s| s.is_empty()) {
-                return Err((field, "is empty: set it, or leave it out to use the AWS environment".into()));
+                return Err((
+                    field,
+                    "is empty: set it, or leave it out to use the AWS environment".into(),
+                ));
             }
         }
         if self.access_key_id.is_some() != self.secret_access_key.is_some() {
@@ -266,9 +272,9 @@ impl UploaderConfig {
 
 /// The scheme of an object_store URL the uploader serves, or why it is refused.
 pub fn url_scheme(url: &str) -> Result<&'static str, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("`{url}` is not a URL: expected s3://bucket/prefix (or gs://, az://, file:///dir)"))?;
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        format!("`{url}` is not a URL: expected s3://bucket/prefix (or gs://, az://, file:///dir)")
+    })?;
     let scheme = match scheme {
         "s3" | "s3a" => "s3",
         "gs" => "gs",
@@ -281,7 +287,9 @@ pub fn url_scheme(url: &str) -> Result<&'static str, String> {
         }
     };
     if scheme != "file" && rest.split('/').next().is_none_or(str::is_empty) {
-        return Err(format!("`{url}` names no bucket: expected {scheme}://bucket/prefix"));
+        return Err(format!(
+            "`{url}` names no bucket: expected {scheme}://bucket/prefix"
+        ));
     }
     Ok(scheme)
 }
@@ -358,7 +366,10 @@ mod tests {
     #[test]
     fn secrets_expand_from_the_environment_and_never_show() {
         let (_, u) = p("[uploader]\nurl = \"s3://b\"\naccess_key_id = \"${KEY}\"\nsecret_access_key = \"${KEY}\"\n").unwrap();
-        assert_eq!(u.access_key_id.as_ref().unwrap().expose(), "AKIAEXAMPLESECRET");
+        assert_eq!(
+            u.access_key_id.as_ref().unwrap().expose(),
+            "AKIAEXAMPLESECRET"
+        );
         assert!(!format!("{u:?}").contains("AKIAEXAMPLESECRET"));
         let e = p("[uploader]\nurl = \"s3://b\"\naccess_key_id = \"${KEY}\"\n").unwrap_err();
         assert!(e.contains("go together"), "{e}");
@@ -369,7 +380,8 @@ mod tests {
     fn bad_values_name_the_field_and_line() {
         let e = p("\n[uploader]\nurl = \"s3://b\"\nafter_upload = \"move:rel\"\n").unwrap_err();
         assert!(e.contains("u.toml:4") && e.contains("absolute"), "{e}");
-        let e = p("[uploader]\nurl = \"s3://b\"\nkey_template = \"{server_id}/{file}\"\n").unwrap_err();
+        let e =
+            p("[uploader]\nurl = \"s3://b\"\nkey_template = \"{server_id}/{file}\"\n").unwrap_err();
         assert!(e.contains("key_template") && e.contains("{sid}"), "{e}");
         let e = p("[uploader]\nurl = \"ftp://b\"\n").unwrap_err();
         assert!(e.contains("unsupported scheme"), "{e}");

@@ -120,14 +120,22 @@ mod tests {
             already_present: false,
             replaced: false,
         };
-        let v: Value = serde_json::from_slice(&uploaded(&who(), "s", &[o], false, Some("appended after .done"))).unwrap();
+        let v: Value = serde_json::from_slice(&uploaded(
+            &who(),
+            "s",
+            &[o],
+            false,
+            Some("appended after .done"),
+        ))
+        .unwrap();
         assert_eq!(v["event"], "session.upload");
         assert_eq!(v["code"], "T2005I");
         assert_eq!(v["sid"], "s");
         assert_eq!(v["url"], "s3://b/n1/s/s.raw");
         assert_eq!(v["objects"][0]["sha256"], "ab");
         assert_eq!(v["reupload"], true);
-        let v: Value = serde_json::from_slice(&quarantined(&who(), "s", "boom", 3, "/q/s", &[])).unwrap();
+        let v: Value =
+            serde_json::from_slice(&quarantined(&who(), "s", "boom", 3, "/q/s", &[])).unwrap();
         assert_eq!(v["code"], "T2005W");
         assert_eq!(v["error"], "boom");
         assert!(v.get("url").is_none(), "a failure names no stored url");

@@ -51,9 +51,9 @@ impl Template {
                 pieces.push(Piece::Text(rest[..open].to_string()));
             }
             let after = &rest[open + 1..];
-            let close = after
-                .find('}')
-                .ok_or_else(|| format!("`{{` without a closing `}}` in `{text}`; the placeholders are {NAMES}"))?;
+            let close = after.find('}').ok_or_else(|| {
+                format!("`{{` without a closing `}}` in `{text}`; the placeholders are {NAMES}")
+            })?;
             let name = &after[..close];
             pieces.push(match name {
                 "server_id" => Piece::ServerId,
@@ -163,14 +163,23 @@ mod tests {
 
     #[test]
     fn bad_templates_and_keys_are_refused() {
-        assert!(Template::parse("{server_id}/{file}").unwrap_err().contains("{sid}"));
-        assert!(Template::parse("{sid}/{file}/{nope}").unwrap_err().contains("unknown placeholder"));
-        assert!(Template::parse("{sid}/{file").unwrap_err().contains("closing"));
+        assert!(Template::parse("{server_id}/{file}")
+            .unwrap_err()
+            .contains("{sid}"));
+        assert!(Template::parse("{sid}/{file}/{nope}")
+            .unwrap_err()
+            .contains("unknown placeholder"));
+        assert!(Template::parse("{sid}/{file")
+            .unwrap_err()
+            .contains("closing"));
         assert!(Template::parse("{sid}}/{file}").is_err());
         let t = Template::parse("{server_id}/{sid}/{file}").unwrap();
         let e = t.render(&parts("", "f")).unwrap_err();
         assert!(e.contains("empty"), "{e}");
         assert!(t.render(&parts("..", "f")).is_err());
-        assert!(t.render(&parts("a\nb", "f")).unwrap_err().contains("control"));
+        assert!(t
+            .render(&parts("a\nb", "f"))
+            .unwrap_err()
+            .contains("control"));
     }
 }

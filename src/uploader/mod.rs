@@ -129,7 +129,12 @@ async fn run(args: UploadArgs) -> anyhow::Result<bool> {
     let (trigger, shutdown) = auditrail_core::shutdown::shutdown_channel();
     if let Some(addr) = cfg.api_address {
         crate::api::install_recorder();
-        crate::api::serve(addr, shutdown.clone(), auditrail_core::status::Registry::new()).await?;
+        crate::api::serve(
+            addr,
+            shutdown.clone(),
+            auditrail_core::status::Registry::new(),
+        )
+        .await?;
     }
     let socket = cfg
         .socket
@@ -196,9 +201,12 @@ async fn run(args: UploadArgs) -> anyhow::Result<bool> {
             _ = tick.tick() => {}
         }
         let now = Instant::now();
-        if scan_soon || last_scan.is_none_or(|t| now.duration_since(t) >= ctx.cfg.rescan_interval.0) {
+        if scan_soon || last_scan.is_none_or(|t| now.duration_since(t) >= ctx.cfg.rescan_interval.0)
+        {
             // Coalesce a burst of file events into one scan.
-            if !scan_soon || last_scan.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(200)) {
+            if !scan_soon
+                || last_scan.is_none_or(|t| now.duration_since(t) >= Duration::from_millis(200))
+            {
                 scan_soon = false;
                 last_scan = Some(now);
                 if let Some(w) = watcher.as_mut() {
@@ -206,7 +214,9 @@ async fn run(args: UploadArgs) -> anyhow::Result<bool> {
                         if !watched[i] && d.is_dir() {
                             match w.watch(d, notify::RecursiveMode::NonRecursive) {
                                 Ok(()) => watched[i] = true,
-                                Err(e) => tracing::warn!(dir = %d.display(), error = %e, "cannot watch; relying on the periodic rescan"),
+                                Err(e) => {
+                                    tracing::warn!(dir = %d.display(), error = %e, "cannot watch; relying on the periodic rescan")
+                                }
                             }
                         }
                     }
@@ -255,7 +265,11 @@ fn rescan(ctx: &Ctx, dirs: &[PathBuf], known: &mut HashMap<String, Tracked>) {
                     .files
                     .iter()
                     .filter(|l| {
-                        !st.state.files.get(&l.path.to_string_lossy().into_owned()).and_then(|s| s.verified.as_ref()).is_some_and(|v| v.size == l.size && v.mtime_ns == l.mtime_ns)
+                        !st.state
+                            .files
+                            .get(&l.path.to_string_lossy().into_owned())
+                            .and_then(|s| s.verified.as_ref())
+                            .is_some_and(|v| v.size == l.size && v.mtime_ns == l.mtime_ns)
                     })
                     .map(|l| l.name.clone())
                     .collect();
@@ -265,7 +279,8 @@ fn rescan(ctx: &Ctx, dirs: &[PathBuf], known: &mut HashMap<String, Tracked>) {
                 let pending = !changed.is_empty() || uploaded_at.is_none();
                 let retention_due = !pending
                     && ctx.cfg.after_upload != AfterUpload::Keep
-                    && uploaded_at.is_some_and(|t| unix_now() - t >= ctx.cfg.keep_for.0.as_secs() as i64);
+                    && uploaded_at
+                        .is_some_and(|t| unix_now() - t >= ctx.cfg.keep_for.0.as_secs() as i64);
                 (pending, reupload, retention_due)
             };
             if retention_due {
@@ -309,8 +324,14 @@ fn rescan(ctx: &Ctx, dirs: &[PathBuf], known: &mut HashMap<String, Tracked>) {
     // Forget files that are gone (deleted or moved by retention, quarantined): the state stays bounded.
     let mut st = ctx.up.state.lock().unwrap_or_else(|p| p.into_inner());
     let before = st.state.files.len();
-    st.state.files.retain(|p, f| f.upload.is_some() || Path::new(p).exists());
-    let in_dirs = |id: &str| Path::new(id).parent().is_some_and(|d| dirs.iter().any(|x| x == d));
+    st.state
+        .files
+        .retain(|p, f| f.upload.is_some() || Path::new(p).exists());
+    let in_dirs = |id: &str| {
+        Path::new(id)
+            .parent()
+            .is_some_and(|d| dirs.iter().any(|x| x == d))
+    };
     let sessions_before = st.state.sessions.len();
     st.state
         .sessions
@@ -368,8 +389,7 @@ fn report_gauges(known: &HashMap<String, Tracked>) {
 /// Uploads every file of one session (files verified earlier with the same size and mtime are not sent
 /// again), stopping at the first error.
 async fn upload_session(ctx: &Ctx, id: String, f: Found) -> Outcome {
-    let date = Utc
-        .timestamp_nanos((f.ended_ns).clamp(0, i64::MAX as i128) as i64);
+    let date = Utc.timestamp_nanos((f.ended_ns).clamp(0, i64::MAX as i128) as i64);
     let events_file = f.dir.join(format!("{}.events.ndjson", f.sid));
     let meta = Meta {
         sid: f.sid.clone(),
@@ -511,13 +531,17 @@ fn finish(
             true
         }
         Some(e) => {
-            metrics::counter!("auditrail_uploader_failures_total", "reason" => e.reason()).increment(1);
+            metrics::counter!("auditrail_uploader_failures_total", "reason" => e.reason())
+                .increment(1);
             let now = Instant::now();
             let report = t
                 .last_report
                 .is_none_or(|r| now.duration_since(r) >= c.report_interval.0);
             let backoff = |n: u32| {
-                let d = c.retry_initial.0.saturating_mul(1u32 << n.saturating_sub(1).min(20));
+                let d = c
+                    .retry_initial
+                    .0
+                    .saturating_mul(1u32 << n.saturating_sub(1).min(20));
                 d.min(c.retry_max.0)
             };
             if matches!(e, UploadError::Changed { .. }) {
@@ -557,9 +581,20 @@ fn finish(
             match retention::quarantine(&dir, &sid) {
                 Ok(to) => {
                     let to = to.to_string_lossy().into_owned();
-                    sender.send(events::quarantined(&ctx.who, &sid, &e.to_string(), attempts, &to, &o.objects));
+                    sender.send(events::quarantined(
+                        &ctx.who,
+                        &sid,
+                        &e.to_string(),
+                        attempts,
+                        &to,
+                        &o.objects,
+                    ));
                     let mut st = ctx.up.state.lock().unwrap_or_else(|p| p.into_inner());
-                    st.state.sessions.entry(o.id.clone()).or_default().quarantined = Some(to.clone());
+                    st.state
+                        .sessions
+                        .entry(o.id.clone())
+                        .or_default()
+                        .quarantined = Some(to.clone());
                     if let Err(e) = st.save() {
                         tracing::error!(error = %e, "cannot save the uploader state");
                     }

@@ -62,13 +62,23 @@ mod tests {
     fn delete_move_and_quarantine_take_the_whole_session() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for f in ["a.raw", "a.cast", "a.done", "b.raw", "b.done", "c.raw", "c.events.ndjson"] {
+        for f in [
+            "a.raw",
+            "a.cast",
+            "a.done",
+            "b.raw",
+            "b.done",
+            "c.raw",
+            "c.events.ndjson",
+        ] {
             std::fs::write(d.join(f), b"x").unwrap();
         }
         apply(&AfterUpload::Keep, d, "a").unwrap();
         assert!(d.join("a.raw").exists());
         apply(&AfterUpload::Delete, d, "a").unwrap();
-        assert!(!d.join("a.raw").exists() && !d.join("a.done").exists() && !d.join("a.cast").exists());
+        assert!(
+            !d.join("a.raw").exists() && !d.join("a.done").exists() && !d.join("a.cast").exists()
+        );
         let to = d.join("uploaded");
         apply(&AfterUpload::Move(to.clone()), d, "b").unwrap();
         assert!(to.join("b.raw").exists() && to.join("b.done").exists());

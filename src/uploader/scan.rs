@@ -64,10 +64,7 @@ fn mtime_ns(m: &std::fs::Metadata) -> i128 {
 /// Splits `name` into (sid, kind) when it is a recording file or `.done`.
 fn split(name: &str) -> Option<(&str, &str)> {
     for kind in KINDS.iter().copied().chain(["done"]) {
-        if let Some(sid) = name
-            .strip_suffix(kind)
-            .and_then(|s| s.strip_suffix('.'))
-        {
+        if let Some(sid) = name.strip_suffix(kind).and_then(|s| s.strip_suffix('.')) {
             if crate::sessions::sid::validate(sid).is_ok() {
                 return Some((sid, kind));
             }
@@ -147,7 +144,17 @@ mod tests {
     fn groups_by_sid_and_marks_ready() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for f in ["a.raw", "a.cast", "a.events.ndjson", "a.done", "b.raw", "b.cast", "c.done", "x.tmp", "bad..raw"] {
+        for f in [
+            "a.raw",
+            "a.cast",
+            "a.events.ndjson",
+            "a.done",
+            "b.raw",
+            "b.cast",
+            "c.done",
+            "x.tmp",
+            "bad..raw",
+        ] {
             std::fs::write(d.join(f), b"12345").unwrap();
         }
         std::fs::create_dir(d.join("spool")).unwrap();
@@ -162,7 +169,10 @@ mod tests {
         assert_eq!(names, ["a.raw", "a.cast", "a.events.ndjson"]);
         assert_eq!(a.files[0].size, 5);
         assert!(!found[1].ready, "no .done and fresh: not yet");
-        assert!(!found[2].files[0].regular, "a directory is listed, not followed or skipped");
+        assert!(
+            !found[2].files[0].regular,
+            "a directory is listed, not followed or skipped"
+        );
         // An hour later b is stale: ready, incomplete.
         let later = now + Duration::from_secs(3601);
         let found = scan(d, Duration::from_secs(3600), later).unwrap();

@@ -201,7 +201,10 @@ mod tests {
             },
         );
         s.save().unwrap();
-        let mode = std::fs::metadata(d.join("state.json")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.join("state.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(!d.join("state.json.tmp").exists());
         let again = StateFile::open(&d).unwrap();

@@ -52,7 +52,8 @@ pub fn build(c: &UploaderConfig) -> Result<Store, String> {
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let prefix = prefix.trim_matches('/').to_string();
     if !prefix.is_empty() {
-        super::key::check_key(&prefix).map_err(|e| format!("the prefix of url `{}`: {e}", c.url))?;
+        super::key::check_key(&prefix)
+            .map_err(|e| format!("the prefix of url `{}`: {e}", c.url))?;
     }
     let retry = RetryConfig {
         max_retries: 2,
@@ -63,7 +64,8 @@ pub fn build(c: &UploaderConfig) -> Result<Store, String> {
         .with_connect_timeout(Duration::from_secs(10))
         .with_timeout(Duration::from_secs(300));
     let err = |e: object_store::Error| format!("cannot use {}: {e}", c.url);
-    let (object, multipart): (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>) = match scheme {
+    let (object, multipart): (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>) = match scheme
+    {
         "s3" => {
             // As AmazonS3Builder::from_env, but over our client options (from_env's would be replaced by
             // them): every AWS_* variable that names a setting applies.

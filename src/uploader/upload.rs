@@ -93,9 +93,9 @@ impl UploadError {
     /// recording because the network was out for an hour would be Teleport's #65895 again).
     pub fn counts(&self) -> bool {
         match self {
-            UploadError::Local { .. } | UploadError::Conflict { .. } | UploadError::Verify { .. } => {
-                true
-            }
+            UploadError::Local { .. }
+            | UploadError::Conflict { .. }
+            | UploadError::Verify { .. } => true,
             UploadError::Changed { .. } => false,
             UploadError::Store { source, .. } => matches!(
                 source,
@@ -212,7 +212,9 @@ fn open_regular(path: &Path) -> Result<(File, u64, i128), String> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => "is a symlink: recordings are never read through a link".to_string(),
+            Some(libc::ELOOP) => {
+                "is a symlink: recordings are never read through a link".to_string()
+            }
             _ => format!("cannot open: {e}"),
         })?;
     let m = f.metadata().map_err(|e| format!("cannot stat: {e}"))?;
@@ -266,7 +268,9 @@ impl Uploader {
         let mut kib = bytes.div_ceil(1024);
         while kib > 0 {
             let step = kib.min(self.burst_kib as u64) as u32;
-            let _ = l.until_n_ready(NonZeroU32::new(step).expect("step > 0")).await;
+            let _ = l
+                .until_n_ready(NonZeroU32::new(step).expect("step > 0"))
+                .await;
             kib -= step as u64;
         }
     }
@@ -308,7 +312,10 @@ impl Uploader {
         if !self.attributes {
             return a;
         }
-        a.insert(Attribute::ContentType, AttributeValue::from(content_type(file)));
+        a.insert(
+            Attribute::ContentType,
+            AttributeValue::from(content_type(file)),
+        );
         let mut m = |k: &'static str, v: String| {
             a.insert(Attribute::Metadata(k.into()), AttributeValue::from(v));
         };
@@ -371,7 +378,10 @@ impl Uploader {
         };
         let mut replaced = false;
         if let Some(r) = &remote {
-            if r.size == size && (r.sha256.as_deref() == Some(sha256.as_str()) || !self.attributes && r.etag.is_some() && r.etag == ours) {
+            if r.size == size
+                && (r.sha256.as_deref() == Some(sha256.as_str())
+                    || !self.attributes && r.etag.is_some() && r.etag == ours)
+            {
                 // Already there (uploaded before a crash let us record it): clean up a leftover upload.
                 if let (Some(u), Some(mp)) = (&stale_upload, &self.store.multipart) {
                     let _ = mp.abort_multipart(&opath, &u.id).await;
@@ -386,7 +396,9 @@ impl Uploader {
                     self.save(&st);
                 }
                 return self
-                    .verify(path, file, key, &url, &opath, size, mtime, &sha256, &etag, 0, true, false)
+                    .verify(
+                        path, file, key, &url, &opath, size, mtime, &sha256, &etag, 0, true, false,
+                    )
                     .await;
             }
             if r.etag.is_some() && r.etag == ours {
@@ -435,10 +447,24 @@ impl Uploader {
         } else {
             match &self.store.multipart {
                 Some(mp) => {
-                    self.multipart(mp.clone(), path, key, &url, &opath, f.clone(), size, &sha256, attrs, stale_upload)
+                    self.multipart(
+                        mp.clone(),
+                        path,
+                        key,
+                        &url,
+                        &opath,
+                        f.clone(),
+                        size,
+                        &sha256,
+                        attrs,
+                        stale_upload,
+                    )
+                    .await?
+                }
+                None => {
+                    self.streamed(path, &url, &opath, f.clone(), size, &sha256, attrs)
                         .await?
                 }
-                None => self.streamed(path, &url, &opath, f.clone(), size, &sha256, attrs).await?,
             }
         };
         {
@@ -449,8 +475,10 @@ impl Uploader {
             e.our_etag = Some(etag.clone());
             self.save(&st);
         }
-        self.verify(path, file, key, &url, &opath, size, mtime, &sha256, &etag, sent, false, replaced)
-            .await
+        self.verify(
+            path, file, key, &url, &opath, size, mtime, &sha256, &etag, sent, false, replaced,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -547,7 +575,11 @@ impl Uploader {
         // Continue the recorded upload when it was for exactly this content; else abort it (it is ours and
         // would otherwise linger, billed, until a lifecycle rule removes it) and start over.
         let mut upload = match previous {
-            Some(u) if u.size == size && u.sha256 == sha256 && u.part_size >= super::config::MIN_PART_SIZE => {
+            Some(u)
+                if u.size == size
+                    && u.sha256 == sha256
+                    && u.part_size >= super::config::MIN_PART_SIZE =>
+            {
                 tracing::info!(file = %path.display(), upload_id = %u.id, parts_done = u.parts.iter().filter(|p| p.is_some()).count(), "continuing the multipart upload");
                 u
             }
@@ -616,7 +648,11 @@ impl Uploader {
                 continue;
             }
             while tasks.len() >= self.part_concurrency {
-                let (j, r, b) = tasks.join_next().await.expect("not empty").expect("a part task does not panic");
+                let (j, r, b) = tasks
+                    .join_next()
+                    .await
+                    .expect("not empty")
+                    .expect("a part task does not panic");
                 match r {
                     Ok(p) => {
                         sent += b;
@@ -797,18 +833,43 @@ mod tests {
         );
         assert_eq!(hash_prefix(&f, 4).unwrap(), None, "shorter than expected");
         assert!(open_regular(&d.join("l")).unwrap_err().contains("symlink"));
-        assert!(open_regular(&d.join("dir")).unwrap_err().contains("regular"));
-        assert!(open_regular(&d.join("missing")).unwrap_err().contains("cannot open"));
+        assert!(open_regular(&d.join("dir"))
+            .unwrap_err()
+            .contains("regular"));
+        assert!(open_regular(&d.join("missing"))
+            .unwrap_err()
+            .contains("cannot open"));
     }
 
     #[test]
     fn what_counts_towards_quarantine() {
         let p = PathBuf::from("/r/x.raw");
-        assert!(UploadError::Local { path: p.clone(), cause: "x".into() }.counts());
-        assert!(UploadError::Conflict { path: p.clone(), url: "u".into(), detail: "d".into() }.counts());
-        assert!(!UploadError::Changed { path: p.clone(), detail: "d".into() }.counts());
-        let down = object_store::Error::Generic { store: "S3", source: "connection refused".into() };
-        assert!(!UploadError::Store { path: p, url: "u".into(), source: down }.counts());
+        assert!(UploadError::Local {
+            path: p.clone(),
+            cause: "x".into()
+        }
+        .counts());
+        assert!(UploadError::Conflict {
+            path: p.clone(),
+            url: "u".into(),
+            detail: "d".into()
+        }
+        .counts());
+        assert!(!UploadError::Changed {
+            path: p.clone(),
+            detail: "d".into()
+        }
+        .counts());
+        let down = object_store::Error::Generic {
+            store: "S3",
+            source: "connection refused".into(),
+        };
+        assert!(!UploadError::Store {
+            path: p,
+            url: "u".into(),
+            source: down
+        }
+        .counts());
     }
 
     #[tokio::test]
@@ -826,7 +887,9 @@ mod tests {
             part_concurrency: 1,
             limiter: Some(l),
             burst_kib: burst,
-            state: Arc::new(Mutex::new(StateFile::open(tempfile::tempdir().unwrap().path()).unwrap())),
+            state: Arc::new(Mutex::new(
+                StateFile::open(tempfile::tempdir().unwrap().path()).unwrap(),
+            )),
             attributes: true,
         };
         let t = std::time::Instant::now();
@@ -840,7 +903,11 @@ mod tests {
     fn the_user_comes_from_session_start() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.events.ndjson");
-        std::fs::write(&p, b"{\"event\":\"x\"}\nnot json\n{\"event\":\"session.start\",\"user\":\"alice\"}\n").unwrap();
+        std::fs::write(
+            &p,
+            b"{\"event\":\"x\"}\nnot json\n{\"event\":\"session.start\",\"user\":\"alice\"}\n",
+        )
+        .unwrap();
         assert_eq!(user_from_events(&p).as_deref(), Some("alice"));
         assert_eq!(user_from_events(&dir.path().join("none")), None);
     }
