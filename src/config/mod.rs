@@ -166,6 +166,9 @@ impl Config {
     }
 }
 
+/// Maps an offset in the `${VAR}`-expanded text to the same place in the original text.
+pub type OffsetMap = Box<dyn Fn(usize) -> usize>;
+
 /// Parses `text` the way [`Config::parse`] does (`${VAR}` expanded, errors located in the original text,
 /// values from the environment kept out of messages) into `T`, a view of the file that reads only some of its
 /// tables, without the agent's checks: `auditrail upload` reads `data_dir` and `[uploader]` this way. Also
@@ -174,7 +177,7 @@ pub fn parse_view<T: serde::de::DeserializeOwned>(
     path: &Path,
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(T, Box<dyn Fn(usize) -> usize>), ConfigError> {
+) -> Result<(T, OffsetMap), ConfigError> {
     let expanded = Expanded::new(path, text, lookup)?;
     let view: T = toml::from_str(&expanded.text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);

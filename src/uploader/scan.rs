@@ -78,7 +78,9 @@ pub fn scan(dir: &Path, stale_after: Duration, now: SystemTime) -> std::io::Resu
     let now_ns = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
-    let mut by_sid: BTreeMap<String, (Vec<(usize, Listed)>, Option<Listed>)> = BTreeMap::new();
+    // sid → (recording files with their place in KINDS, `.done`).
+    type Files = (Vec<(usize, Listed)>, Option<Listed>);
+    let mut by_sid: BTreeMap<String, Files> = BTreeMap::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
