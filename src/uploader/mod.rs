@@ -43,8 +43,8 @@ pub struct UploadArgs {
     /// Config file: its `data_dir` and `[uploader]` table (`${VAR}` expanded).
     #[arg(long, short)]
     pub config: PathBuf,
-    /// Upload what is ready now, then exit (0: everything verified; 1: something failed). Without it, runs
-    /// until SIGTERM or SIGINT.
+    /// Upload what is ready now, then exit (0: everything verified; 1: something was quarantined). Retries
+    /// are waited out. Without it, runs until SIGTERM or SIGINT.
     #[arg(long)]
     pub once: bool,
 }
@@ -483,7 +483,8 @@ async fn upload_session(ctx: &Ctx, id: String, f: Found) -> Outcome {
 }
 
 /// Takes a finished task's outcome: event and retention on success; backoff, report, quarantine on failure.
-/// Returns whether it succeeded.
+/// Returns false when the session was quarantined (or should have been and could not be), true otherwise
+/// (uploaded, or to be retried).
 fn finish(
     ctx: &Ctx,
     sender: &crate::recording::sender::Sender,
@@ -547,7 +548,7 @@ fn finish(
             if matches!(e, UploadError::Changed { .. }) {
                 t.next_try = now + c.retry_initial.0;
                 tracing::info!(sid = %sid, error = %e, "retrying");
-                return false;
+                return true;
             }
             if !e.counts() {
                 t.store_failures += 1;
@@ -556,7 +557,7 @@ fn finish(
                     t.last_report = Some(now);
                     tracing::warn!(sid = %sid, error = %e, failures = t.store_failures, retry_in = ?backoff(t.store_failures), "upload failed; retrying (store errors never quarantine)");
                 }
-                return false;
+                return true;
             }
             let attempts = {
                 let mut st = ctx.up.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -575,7 +576,7 @@ fn finish(
                     t.last_report = Some(now);
                     tracing::warn!(sid = %sid, error = %e, attempts, max_attempts = c.max_attempts, "upload failed; retrying");
                 }
-                return false;
+                return true;
             }
             let dir = t.found.dir.clone();
             match retention::quarantine(&dir, &sid) {
