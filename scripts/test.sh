@@ -22,6 +22,9 @@ rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup com
 # The Elasticsearch sink's tests start osmem-server (PyPI), an in-memory OpenSearch-compatible server.
 osmem_server=$(integration-tests/peers/opensearch/install)
 echo "osmem-server: $osmem_server"
+# The uploader's tests start moto_server (PyPI moto[server]), an in-memory S3-compatible server.
+moto_bin=$(integration-tests/peers/s3/install)
+echo "moto: $moto_bin"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -41,6 +44,7 @@ export AUDITRAIL_REQUIRE_SYSTEMD=1
 # The disk-full fault test mounts a size-limited tmpfs, which needs root (as CI has).
 export AUDITRAIL_REQUIRE_ROOT=1
 export AUDITRAIL_REQUIRE_OPENSEARCH=1
+export AUDITRAIL_REQUIRE_S3=1
 # The Kafka tests run librdkafka's mock cluster as this workspace's own kafka-mock binary: nothing to install.
 export AUDITRAIL_REQUIRE_KAFKA=1
 # The splunk_hec tests use curl (Debian's) as the HEC client; integration-tests/peers/curl/install gets it.

@@ -2,7 +2,8 @@
 //!
 //! The binary (`main.rs`) is a thin CLI over this library: [`config`] loads and checks the TOML file,
 //! [`pipeline`] runs sources → buffers → sinks, [`api`] serves metrics and health,
-//! [`recording`] is `auditrail record` (the session recorder).
+//! [`recording`] is `auditrail record` (the session recorder), [`uploader`] is `auditrail upload` (ships
+//! finished recordings to object storage).
 
 pub mod api;
 pub mod config;
@@ -13,4 +14,5 @@ pub mod sessions;
 pub mod sources;
 pub mod systemd;
 pub mod unix_connect;
+pub mod uploader;
 pub mod verify;

@@ -1,4 +1,5 @@
-//! The `auditrail` command line: `run`, `validate`, `keygen`, `verify`, `record`, `buffer inspect`, `--version`.
+//! The `auditrail` command line: `run`, `validate`, `keygen`, `verify`, `record`, `upload`, `buffer inspect`,
+//! `--version`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -57,6 +58,9 @@ enum Command {
     /// Record a terminal session: run CMD in a PTY, write <sid>.raw and <sid>.cast to the recordings
     /// directory, send session events to the agent. Exit status: the program's (128+N for signal N).
     Record(auditrail::recording::RecordArgs),
+    /// Upload finished session recordings to object storage (S3): resumable, verified, rate-limited, with
+    /// retention; configured by the `[uploader]` table.
+    Upload(auditrail::uploader::UploadArgs),
     /// Work with sinks' disk buffers.
     Buffer {
         #[command(subcommand)]
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Verify(args) => return auditrail::verify::main(args),
         Command::Record(args) => return auditrail::recording::main(args),
+        Command::Upload(args) => return auditrail::uploader::main(args),
         Command::Run { config } => run(config.as_deref()),
         Command::Validate { config } => validate(&config),
         Command::Keygen { out } => keygen(&out),

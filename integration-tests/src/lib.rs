@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 mod cgroups;
 pub mod integrity;
 pub mod recordings;
+pub mod s3;
 
 pub use cgroups::{cgroup2_mount, root_or_skip, CgroupParent};
 

@@ -70,6 +70,10 @@ fn run_script(script: &str, log: &str, exit: i32) -> (Output, String) {
         &root.join("integration-tests/peers/opensearch/install"),
         "#!/usr/bin/env bash\necho /nonexistent/osmem-server\n",
     );
+    write_exe(
+        &root.join("integration-tests/peers/s3/install"),
+        "#!/usr/bin/env bash\necho /nonexistent/moto-venv/bin\n",
+    );
     let bin = dir.path().join("bin");
     write_exe(&bin.join("cargo"), FAKE_CARGO);
     write_exe(&bin.join("rustup"), FAKE_RUSTUP);

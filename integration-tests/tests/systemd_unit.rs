@@ -1,4 +1,5 @@
-//! The shipped systemd unit, `config/auditrail.service`, checked by systemd's own tools: it verifies (no unknown
+//! The shipped systemd units, `config/auditrail.service` and `config/auditrail-uploader.service`, checked by
+//! systemd's own tools: each verifies (no unknown
 //! directive, the binary it names runs) and its hardening scores an exposure of at most 2.0 in
 //! `systemd-analyze security` (the "OK" band), so that a change that loosens it fails here, not in a customer's
 //! security review.
@@ -32,12 +33,15 @@ fn systemd_analyze_present() -> bool {
     false
 }
 
-/// The shipped unit, pointed at the binary under test, written to a temporary directory as `auditrail.service`.
-fn unit_under_test(dir: &tempfile::TempDir) -> PathBuf {
-    let unit = std::fs::read_to_string(workspace_root().join("config/auditrail.service")).unwrap();
+/// The units shipped in `config/`.
+const UNITS: [&str; 2] = ["auditrail.service", "auditrail-uploader.service"];
+
+/// The shipped unit `name`, pointed at the binary under test, written to a temporary directory.
+fn unit_under_test(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    let unit = std::fs::read_to_string(workspace_root().join("config").join(name)).unwrap();
     // Everything but the binary's path is checked as shipped.
     let unit = unit.replace("/usr/local/bin/auditrail", binary().to_str().unwrap());
-    let path = dir.path().join("auditrail.service");
+    let path = dir.path().join(name);
     std::fs::write(&path, unit).unwrap();
     path
 }
@@ -48,21 +52,20 @@ fn systemd_unit_verifies() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let path = unit_under_test(&dir);
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let ours: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("auditrail.service"))
-        .collect();
-    assert!(
-        out.status.success() && ours.is_empty(),
-        "systemd-analyze verify: {stderr}"
-    );
+    for name in UNITS {
+        let path = unit_under_test(&dir, name);
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let ours: Vec<&str> = stderr.lines().filter(|l| l.contains(name)).collect();
+        assert!(
+            out.status.success() && ours.is_empty(),
+            "systemd-analyze verify {name}: {stderr}"
+        );
+    }
 }
 
 /// The number in `→ Overall exposure level for auditrail.service: 1.8 OK 🙂`.
@@ -85,27 +88,29 @@ fn systemd_unit_exposure_is_at_most_2() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let path = unit_under_test(&dir);
-    // --offline: judge the file itself, not a unit loaded into a running systemd (there may be none).
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=yes", "--no-pager"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let exposure = overall_exposure(&stdout).unwrap_or_else(|| {
-        panic!("no overall exposure in the output of systemd-analyze security (status {}):\n{stdout}\n{stderr}", out.status)
-    });
-    // What still counts against the unit, for the log of a passing run and the message of a failing one.
-    let open: Vec<&str> = stdout.lines().filter(|l| l.starts_with('✗')).collect();
-    println!(
-        "systemd-analyze security: exposure {exposure} (at most {MAX_EXPOSURE}); not hardened:\n{}",
-        open.join("\n")
-    );
-    assert!(
-        exposure <= MAX_EXPOSURE,
-        "config/auditrail.service scores an exposure of {exposure}, above {MAX_EXPOSURE}; not hardened:\n{}",
-        open.join("\n")
-    );
+    for name in UNITS {
+        let path = unit_under_test(&dir, name);
+        // --offline: judge the file itself, not a unit loaded into a running systemd (there may be none).
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let exposure = overall_exposure(&stdout).unwrap_or_else(|| {
+            panic!("no overall exposure for {name} in the output of systemd-analyze security (status {}):\n{stdout}\n{stderr}", out.status)
+        });
+        // What still counts against the unit, for the log of a passing run and the message of a failing one.
+        let open: Vec<&str> = stdout.lines().filter(|l| l.starts_with('✗')).collect();
+        println!(
+            "systemd-analyze security {name}: exposure {exposure} (at most {MAX_EXPOSURE}); not hardened:\n{}",
+            open.join("\n")
+        );
+        assert!(
+            exposure <= MAX_EXPOSURE,
+            "config/{name} scores an exposure of {exposure}, above {MAX_EXPOSURE}; not hardened:\n{}",
+            open.join("\n")
+        );
+    }
 }

@@ -54,6 +54,9 @@ pub struct Config {
     /// `[recording]`: the session recorder's settings (`auditrail record --config` reads them; the agent
     /// only checks them).
     pub recording: Option<crate::recording::config::RecordingConfig>,
+    /// `[uploader]`: the recording uploader's settings (`auditrail upload --config` reads them; the agent
+    /// only checks them).
+    pub uploader: Option<crate::uploader::config::UploaderConfig>,
 }
 
 /// `[api]`: where `/metrics` and `/health` are served.
@@ -103,6 +106,8 @@ struct ConfigFile {
     #[serde(default)]
     sessions: Option<Spanned<crate::sessions::SessionsConfig>>,
     recording: Option<Spanned<crate::recording::config::RecordingConfig>>,
+    #[serde(default)]
+    uploader: Option<Spanned<crate::uploader::config::UploaderConfig>>,
 }
 
 /// The keys every sink has; `type` and the rest go to [`SinkConfig`].
@@ -159,6 +164,32 @@ impl Config {
         };
         check.file(file)
     }
+}
+
+/// Maps an offset in the `${VAR}`-expanded text to the same place in the original text.
+pub type OffsetMap = Box<dyn Fn(usize) -> usize>;
+
+/// Parses `text` the way [`Config::parse`] does (`${VAR}` expanded, errors located in the original text,
+/// values from the environment kept out of messages) into `T`, a view of the file that reads only some of its
+/// tables, without the agent's checks: `auditrail upload` reads `data_dir` and `[uploader]` this way. Also
+/// returns the map from an offset in the expanded text (a `Spanned` value's) to the original text.
+pub fn parse_view<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(T, OffsetMap), ConfigError> {
+    let expanded = Expanded::new(path, text, lookup)?;
+    let view: T = toml::from_str(&expanded.text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let (offset, message) = refine(&expanded.text, span, e.message());
+        ConfigError::at(
+            path,
+            text,
+            expanded.original_offset(offset),
+            expanded.redact(&message),
+        )
+    })?;
+    Ok((view, Box::new(move |o| expanded.original_offset(o))))
 }
 
 /// Points "unknown field" errors at the key, and lists the keys every sink has next to the type's own.
@@ -446,7 +477,9 @@ impl Checker<'_> {
         };
         let sessions = self.table(file.sessions, "sessions", |c| c.validate())?;
         let recording = self.table(file.recording, "recording", |r| r.validate())?;
+        let uploader = self.table(file.uploader, "uploader", |u| u.validate())?;
         Ok(Config {
+            uploader,
             integrity,
             dead_letter,
             sessions,

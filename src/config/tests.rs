@@ -317,6 +317,25 @@ fn the_recording_table_is_checked_with_the_agent_config() {
 }
 
 #[test]
+fn the_uploader_table_is_checked_with_the_agent_config() {
+    let c = parse(&format!(
+        "{GOOD}\n[uploader]\nurl = \"s3://rec/nodes\"\nafter_upload = \"delete\"\n"
+    ))
+    .unwrap();
+    let u = c.uploader.unwrap();
+    assert_eq!(u.url, "s3://rec/nodes");
+    assert_eq!(u.after_upload, crate::uploader::config::AfterUpload::Delete);
+    let e = err(&format!(
+        "{GOOD}\n[uploader]\nurl = \"s3://rec\"\nmax_attempt = 3\n"
+    ));
+    assert!(e.contains("unknown field `max_attempt`"), "{e}");
+    let e = err(&format!(
+        "{GOOD}\n[uploader]\nurl = \"s3://rec\"\nmax_attempts = 0\n"
+    ));
+    assert!(e.contains("[uploader] `max_attempts`"), "{e}");
+}
+
+#[test]
 fn a_splunk_hec_sink_takes_its_token_from_the_environment_and_never_shows_it() {
     let text = format!(
         "{GOOD}\n[sinks.splunk]\ntype = \"splunk_hec\"\ninputs = [\"teleport\"]\nendpoint = \"https://splunk.example.com:8088\"\ntoken = \"${{HEC_TOKEN}}\"\nindex = \"audit\"\n"
