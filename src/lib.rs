@@ -2,12 +2,13 @@
 //!
 //! The binary (`main.rs`) is a thin CLI over this library: [`config`] loads and checks the TOML file,
 //! [`pipeline`] runs sources → buffers → sinks, [`api`] serves metrics and health,
-//! [`recording`] is `auditrail record` (the session recorder).
+//! [`recording`] is `auditrail record` (the session recorder), [`play`] its players.
 
 pub mod api;
 pub mod config;
 pub mod integrity;
 pub mod pipeline;
+pub mod play;
 pub mod recording;
 pub mod sessions;
 pub mod sources;

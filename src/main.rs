@@ -1,4 +1,4 @@
-//! The `auditrail` command line: `run`, `validate`, `keygen`, `verify`, `record`, `buffer inspect`, `--version`.
+//! The `auditrail` command line: `run`, `validate`, `keygen`, `verify`, `record`, `play`, `export`, `buffer inspect`, `--version`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -57,6 +57,11 @@ enum Command {
     /// Record a terminal session: run CMD in a PTY, write <sid>.raw and <sid>.cast to the recordings
     /// directory, send session events to the agent. Exit status: the program's (128+N for signal N).
     Record(auditrail::recording::RecordArgs),
+    /// Replay a session recording on this terminal (space pause, ←/→ seek 5 s, +/- speed, q quit), dump it
+    /// (`--raw`), or serve the web player for the recordings directory (`--web`).
+    Play(auditrail::play::PlayArgs),
+    /// Write one self-contained HTML file of a session (player, recording, events) for auditors.
+    Export(auditrail::play::ExportArgs),
     /// Work with sinks' disk buffers.
     Buffer {
         #[command(subcommand)]
@@ -80,13 +85,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The recorder runs on the user's terminal: only warnings and errors there, unless AUDITRAIL_LOG says.
     let default_level = match cli.command {
-        Command::Record(_) => "warn",
+        Command::Record(_) | Command::Play(_) | Command::Export(_) => "warn",
         _ => "info",
     };
     init_logs(cli.log_format, default_level);
     let result = match cli.command {
         Command::Verify(args) => return auditrail::verify::main(args),
         Command::Record(args) => return auditrail::recording::main(args),
+        Command::Play(args) => return auditrail::play::main(args),
+        Command::Export(args) => return auditrail::play::export_main(args),
         Command::Run { config } => run(config.as_deref()),
         Command::Validate { config } => validate(&config),
         Command::Keygen { out } => keygen(&out),

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 mod cgroups;
 pub mod integrity;
+pub mod players;
 pub mod recordings;
 
 pub use cgroups::{cgroup2_mount, root_or_skip};
