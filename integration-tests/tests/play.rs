@@ -173,12 +173,16 @@ fn q_quits_at_once_and_gives_the_terminal_back() {
         "sh",
         "-c",
         // After the player: `stty -a` shows whether the terminal is back in cooked mode (icanon echo).
-        &format!("{cmd}; echo \"exit=$?\"; stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' ' '; echo; sleep 60"),
+        &format!("{cmd}; echo \"exit=$?\"; echo \"modes: $(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' ')end\"; sleep 60"),
     ]);
     t.wait_for("second 01", 20);
     t.keys(&["q"]);
-    let s = t.wait_for("exit=0", 10);
-    assert!(s.contains("icanon echo"), "terminal not restored:\n{s}");
+    t.wait_for("exit=0", 10);
+    let s = t.wait_for("end", 10);
+    assert!(
+        s.contains("modes: icanon echo end"),
+        "terminal not restored:\n{s}"
+    );
 }
 
 fn play(args: &[&str]) -> std::process::Output {
@@ -298,6 +302,8 @@ fn damaged_files_show_what_is_readable_and_say_where() {
 /// Max RSS of a child in KiB, from the kernel's accounting of the process (wait4's rusage), and the first
 /// 64 KiB of its output with the output's size. (This process is kept small too: a forked child's high-water
 /// mark starts at its parent's size until it execs.)
+// The child is reaped by wait4 (for its rusage), not by Child::wait.
+#[allow(clippy::zombie_processes)]
 fn run_measured(mut cmd: Command) -> (std::process::ExitStatus, u64, Vec<u8>, u64) {
     use std::os::unix::process::ExitStatusExt;
     let out_path = std::env::temp_dir().join(format!("play-out-{}", std::process::id()));

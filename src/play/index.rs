@@ -342,7 +342,7 @@ mod tests {
     fn the_background_index_answers_seeks_while_it_builds() {
         let f = cast(200);
         let index = SeekIndex::build(f.path(), header(&f));
-        let s = index.seek(150.0).unwrap();
+        let s = index.seek(150.5).unwrap();
         assert!(s.vt.screen().contents().contains("line 150"));
         assert_eq!(index.wait_done(), 199.5);
     }

@@ -113,8 +113,7 @@ pub fn play(index: &SeekIndex, opts: &Options) -> Result<Outcome, String> {
     // When the next event is due, in wall time (None while paused or not yet planned).
     let mut due: Option<Instant> = None;
 
-    loop {
-        let Some(event) = next.as_ref() else { break };
+    while let Some(event) = next.as_ref() {
         if !paused && due.is_none() {
             let mut gap = (event.time - now).max(0.0);
             if let Some(limit) = opts.idle_limit {

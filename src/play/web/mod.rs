@@ -36,12 +36,15 @@ pub const MAX_LISTED: usize = 10_000;
 struct App {
     dir: PathBuf,
     /// Summaries by sid, with the `.cast`'s size and mtime they were made from.
-    summaries: Mutex<HashMap<String, (u64, Option<SystemTime>, Summary)>>,
+    summaries: Mutex<SummaryCache>,
     /// The problems the last `/api/cast` of each sid found.
     problems: Mutex<HashMap<String, Vec<String>>>,
 }
 
 type Shared = Arc<App>;
+
+/// Summaries by sid, with the `.cast`'s size and mtime they were made from.
+type SummaryCache = HashMap<String, (u64, Option<SystemTime>, Summary)>;
 
 /// Serves until killed.
 pub fn serve(args: &PlayArgs, dir: &Path) -> Result<(), String> {
@@ -174,35 +177,30 @@ fn summary(app: &App, rec: &Recording) -> Summary {
     s
 }
 
-async fn summaries(app: Shared) -> Result<Vec<Summary>, Response> {
+async fn summaries(app: Shared) -> Result<Vec<Summary>, String> {
     tokio::task::spawn_blocking(move || {
-        let recs = source::list(&app.dir, MAX_LISTED).map_err(|e| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot list {}: {e}", app.dir.display()),
-            )
-                .into_response()
-        })?;
+        let recs = source::list(&app.dir, MAX_LISTED)
+            .map_err(|e| format!("cannot list {}: {e}", app.dir.display()))?;
         let mut rows: Vec<Summary> = recs.iter().map(|r| summary(&app, r)).collect();
         rows.sort_by(|a, b| b.start.cmp(&a.start).then(a.sid.cmp(&b.sid)));
         Ok(rows)
     })
     .await
-    .unwrap_or_else(|e| Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()))
+    .unwrap_or_else(|e| Err(e.to_string()))
 }
 
 async fn list_page(State(app): State<Shared>) -> Response {
     let dir = app.dir.display().to_string();
     match summaries(app).await {
         Ok(rows) => Html(pages::list(&dir, &rows, assets::not_built().as_deref())).into_response(),
-        Err(r) => r,
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
 }
 
 async fn list_json(State(app): State<Shared>) -> Response {
     match summaries(app).await {
         Ok(rows) => axum::Json(rows).into_response(),
-        Err(r) => r,
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
 }
 
@@ -341,7 +339,7 @@ async fn problems(State(app): State<Shared>, UrlPath(sid): UrlPath<String>) -> R
 
 async fn asset(UrlPath(name): UrlPath<String>) -> Response {
     match assets::get(&name) {
-        Some((body, _)) if body.is_empty() => (
+        Some((&[], _)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             assets::not_built().unwrap_or_default(),
         )

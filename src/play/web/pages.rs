@@ -74,9 +74,9 @@ pub fn list(dir: &str, rows: &[Summary], not_built: Option<&str>) -> String {
             .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default();
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<tr data-sid=\"{sid}\"><td><a href=\"/play/{sid}\">{sid}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr data-sid=\"{sid}\"><td><a href=\"/play/{sid}\">{sid}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(r.user.as_deref().unwrap_or("")),
             esc(r.server.as_deref().unwrap_or("")),
             esc(&start),
@@ -85,9 +85,9 @@ pub fn list(dir: &str, rows: &[Summary], not_built: Option<&str>) -> String {
             sid = esc(&r.sid),
         );
         if let Some(p) = &r.problem {
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<tr><td colspan=\"6\" class=\"problem\">{}</td></tr>\n",
+                "<tr><td colspan=\"6\" class=\"problem\">{}</td></tr>",
                 esc(p)
             );
         }
@@ -99,9 +99,9 @@ pub fn list(dir: &str, rows: &[Summary], not_built: Option<&str>) -> String {
 /// The not-found page, with a link to the list.
 pub fn not_found(what: &str) -> String {
     let mut h = head("not found", "");
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<body><h1>Not found</h1><p>{}</p><p><a href=\"/\">All recordings</a></p></body></html>\n",
+        "<body><h1>Not found</h1><p>{}</p><p><a href=\"/\">All recordings</a></p></body></html>",
         esc(what)
     );
     h
@@ -137,10 +137,10 @@ pub fn player(sid: &str, config: &serde_json::Value) -> String {
         "<link rel=\"stylesheet\" href=\"/assets/asciinema-player.css\"><link rel=\"stylesheet\" href=\"/assets/app.css\">",
     );
     h.push_str(&body(sid, true));
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<script id=\"config\" type=\"application/json\">{}</script>\
-         <script src=\"/assets/asciinema-player.min.js\"></script><script src=\"/assets/app.js\"></script></body></html>\n",
+         <script src=\"/assets/asciinema-player.min.js\"></script><script src=\"/assets/app.js\"></script></body></html>",
         script_json(config)
     );
     h
@@ -180,9 +180,9 @@ pub fn export(
         ),
     );
     h.push_str(&body(sid, false));
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<script id=\"config\" type=\"application/json\">{}</script><script>{}</script><script>{}</script></body></html>\n",
+        "<script id=\"config\" type=\"application/json\">{}</script><script>{}</script><script>{}</script></body></html>",
         script_json(&config),
         no_close(player_js),
         no_close(app_js)
