@@ -50,7 +50,7 @@ echo "recording: $cast, $size bytes, 3600 s" >&2
 measure() { python3 "$script_dir/play_measure.py" "$@"; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else print a[int((NR+1)/2)]}'; }
 declare -A results
-run() { # name marker [--to-end] -- cmd...
+run() { # name [--to-end] marker -- cmd...
     local name=$1; shift
     local times=() rss=() walls=()
     for _ in $(seq "$reps"); do
@@ -65,16 +65,16 @@ run() { # name marker [--to-end] -- cmd...
 }
 run auditrail-first "second 0000" -- "$bin" play "$cast"
 run auditrail-seek "second 3239" -- "$bin" play --at 90% "$cast"
-run auditrail-dump "second 3599" --to-end -- "$bin" play --raw "$cast"
+run auditrail-dump --to-end "second 3599" -- "$bin" play --raw "$cast"
 if command -v asciinema >/dev/null 2>&1; then
     run asciinema-first "second 0000" -- asciinema play "$cast"
-    run asciinema-dump "second 3599" --to-end -- asciinema cat "$cast"
+    run asciinema-dump --to-end "second 3599" -- asciinema cat "$cast"
 fi
 row() { # label key column
-    local v=${results[$2]:-}
+    local v=${results[$2]:-} col=$3
     [ -n "$v" ] || { echo "n/a"; return; }
     set -- $v
-    case $3 in t) echo "$1";; w) echo "$2";; r) echo "$3";; esac
+    case $col in t) echo "$1";; w) echo "$2";; r) echo "$3";; esac
 }
 echo "recording: 1 h, $size bytes (asciicast v2, 120x40), medians of $reps runs"
 echo
