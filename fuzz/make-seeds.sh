@@ -102,4 +102,12 @@ head -c $((size / 2)) "$segment" > "$corpus/segment_scan/half"
 { cat "$segment"; printf 'garbage after the records'; } > "$corpus/segment_scan/garbage_tail"
 python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[len(b)//3]^=0x10; open(sys.argv[2],"wb").write(b)' \
     "$segment" "$corpus/segment_scan/flipped_byte"
+# cast_reader: asciicast v2 and v3 as the recorder writes them, and damaged ones (a line that is not JSON,
+# times going backwards, a torn last line, a wrong header, values out of range).
+mkdir -p "$corpus/cast_reader"
+printf '{"version": 2, "width": 80, "height": 24, "timestamp": 1700000000, "env": {"TERM": "xterm"}}\n[0.100000, "o", "\\u001b[1;31mred\\u001b[0m\\r\\n"]\n[0.200000, "r", "100x30"]\n[0.300000, "i", "ls\\r"]\n[1.500000, "o", "caf\\u00e9 \xe2\x82\xac"]\n' > "$corpus/cast_reader/v2"
+printf '{"version": 3, "term": {"cols": 40, "rows": 10, "type": "xterm"}, "timestamp": 1, "command": "sh", "env": {"SHELL": "/bin/sh"}}\n[0.5, "o", "a"]\n[1.0, "o", "\\u001b[2J\\u001b[H"]\n[0.1, "m", "mark"]\n[0.2, "x", "0"]\n' > "$corpus/cast_reader/v3"
+printf '{"version": 2, "width": 80, "height": 24}\n[0.1, "o", "a"]\nnot json\n[0.05, "o", "backwards"]\n[0.3, "o", "torn' > "$corpus/cast_reader/damaged"
+printf '{"version": 9, "width": 80}\n[0.1, "o", "a"]\n' > "$corpus/cast_reader/wrong_header"
+printf '{"version": 2, "width": 80, "height": 24}\n[1e308, "o", "x"]\n[-1, "o", "y"]\n[0.1, "r", "0x0"]\n[0.2, "r", "99999x3"]\n[0.3, 5, "z"]\n[0.4, "o", ["a"]]\n' > "$corpus/cast_reader/odd_values"
 du -sh "$corpus"/*

@@ -49,6 +49,12 @@ export AUDITRAIL_REQUIRE_S3=1
 export AUDITRAIL_REQUIRE_KAFKA=1
 # The splunk_hec tests use curl (Debian's) as the HEC client; integration-tests/peers/curl/install gets it.
 export AUDITRAIL_REQUIRE_CURL=1
+# The players' tests: `auditrail play` in tmux, the web player and the export in Debian's Chromium driven by
+# playwright-core (npm); each installed by its integration-tests/peers/<name>/install.
+integration-tests/peers/tmux/install >/dev/null
+export AUDITRAIL_REQUIRE_TMUX=1
+integration-tests/peers/chromium/install >/dev/null
+export AUDITRAIL_REQUIRE_BROWSER=1
 # The tests run under cargo-nextest (.config/nextest.toml says why); a machine without it gets it built once.
 cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
 echo "== cargo nextest run"

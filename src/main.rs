@@ -1,5 +1,5 @@
-//! The `auditrail` command line: `run`, `validate`, `keygen`, `verify`, `record`, `upload`, `buffer inspect`,
-//! `--version`.
+//! The `auditrail` command line: `run`, `validate`, `keygen`, `verify`, `record`, `play`, `export`, `upload`,
+//! `buffer inspect`, `--version`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +61,11 @@ enum Command {
     /// Upload finished session recordings to object storage (S3): resumable, verified, rate-limited, with
     /// retention; configured by the `[uploader]` table.
     Upload(auditrail::uploader::UploadArgs),
+    /// Replay a session recording on this terminal (space pause, ←/→ seek 5 s, +/- speed, q quit), dump it
+    /// (`--raw`), or serve the web player for the recordings directory (`--web`).
+    Play(auditrail::play::PlayArgs),
+    /// Write one self-contained HTML file of a session (player, recording, events) for auditors.
+    Export(auditrail::play::ExportArgs),
     /// Work with sinks' disk buffers.
     Buffer {
         #[command(subcommand)]
@@ -84,7 +89,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The recorder runs on the user's terminal: only warnings and errors there, unless AUDITRAIL_LOG says.
     let default_level = match cli.command {
-        Command::Record(_) => "warn",
+        Command::Record(_) | Command::Play(_) | Command::Export(_) => "warn",
         _ => "info",
     };
     init_logs(cli.log_format, default_level);
@@ -92,6 +97,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => return auditrail::verify::main(args),
         Command::Record(args) => return auditrail::recording::main(args),
         Command::Upload(args) => return auditrail::uploader::main(args),
+        Command::Play(args) => return auditrail::play::main(args),
+        Command::Export(args) => return auditrail::play::export_main(args),
         Command::Run { config } => run(config.as_deref()),
         Command::Validate { config } => validate(&config),
         Command::Keygen { out } => keygen(&out),

@@ -5,6 +5,7 @@
 //! Each body panics when a property of the code under test does not hold; an input it cannot use is ignored.
 
 mod canonical_form;
+mod cast_reader;
 mod event_parse;
 mod hec_answer;
 mod hec_body;
@@ -14,6 +15,7 @@ mod segment_scan;
 mod verify_lines;
 
 pub use canonical_form::canonical_form;
+pub use cast_reader::cast_reader;
 pub use event_parse::event_parse;
 pub use hec_answer::hec_answer;
 pub use hec_body::hec_body;
@@ -26,8 +28,9 @@ pub use verify_lines::verify_lines;
 pub type Body = fn(&[u8]);
 
 /// Every target: its name (the corpus folder and the cargo-fuzz binary) and its body.
-pub const TARGETS: [(&str, Body); 8] = [
+pub const TARGETS: [(&str, Body); 9] = [
     ("canonical_form", canonical_form),
+    ("cast_reader", cast_reader),
     ("event_parse", event_parse),
     ("hec_answer", hec_answer),
     ("hec_body", hec_body),

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 mod cgroups;
 pub mod integrity;
+pub mod players;
 pub mod recordings;
 pub mod s3;
 

@@ -74,6 +74,12 @@ fn run_script(script: &str, log: &str, exit: i32) -> (Output, String) {
         &root.join("integration-tests/peers/s3/install"),
         "#!/usr/bin/env bash\necho /nonexistent/moto-venv/bin\n",
     );
+    for peer in ["tmux", "chromium"] {
+        write_exe(
+            &root.join(format!("integration-tests/peers/{peer}/install")),
+            &format!("#!/usr/bin/env bash\necho /nonexistent/{peer}\n"),
+        );
+    }
     let bin = dir.path().join("bin");
     write_exe(&bin.join("cargo"), FAKE_CARGO);
     write_exe(&bin.join("rustup"), FAKE_RUSTUP);

@@ -1,0 +1,390 @@
+//! `auditrail play` as a real process: in a real terminal (tmux) driven with keys — pause, seek back and
+//! forward, speed, quit — with the screen read back with capture-pane at each step; `--raw` and `--frame`;
+//! damaged files (truncated, a line that is not JSON, a wrong header) giving `file:line` messages and no
+//! panic; and flat memory on a 200 MB recording (max RSS of the process, from the kernel).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use auditrail_integration_tests::players::{counting_cast, tmux};
+use auditrail_integration_tests::*;
+
+struct Tmux {
+    bin: PathBuf,
+    sock: PathBuf,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.bin)
+            .arg("-S")
+            .arg(&self.sock)
+            .args(["-f", "/dev/null"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn run(&self, args: &[&str]) {
+        let o = self.cmd(args);
+        assert!(
+            o.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    fn screen(&self) -> String {
+        let o = self.cmd(&["capture-pane", "-p", "-t", "play"]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Waits until the screen has `want` (panics with the screen after `secs`).
+    fn wait_for(&self, want: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.screen();
+            if s.contains(want) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "screen never showed {want:?}; it shows:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "play"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+/// The second the top line shows.
+fn second(screen: &str) -> u32 {
+    let line = screen.lines().next().unwrap_or("");
+    line.strip_prefix("second ")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("top line is not `second NN`:\n{screen}"))
+}
+
+#[test]
+fn keys_pause_seek_speed_and_quit_in_a_real_terminal() {
+    let Some(bin) = tmux() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let cast = d.path().join("s1.cast");
+    counting_cast(&cast, 60, 12, 60);
+    let t = Tmux {
+        bin,
+        sock: d.path().join("tmux.sock"),
+    };
+    let cmd = format!("{} play --speed 2 {}", binary().display(), cast.display());
+    t.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "play",
+        "-x",
+        "60",
+        "-y",
+        "12",
+        "sh",
+        "-c",
+        &format!("{cmd}; echo \"exit=$?\"; sleep 60"),
+    ]);
+
+    // Plays at twice the recorded speed: second 08 after about 4 s.
+    t.wait_for("second 08", 20);
+    t.keys(&["Space"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let paused = second(&t.screen());
+    assert!(paused >= 8, "{paused}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let still = t.screen();
+    assert_eq!(second(&still), paused, "paused playback moved:\n{still}");
+    // The second line is what the recording drew with the top line: redrawn whole after a seek too.
+    let bar = |s: u32| "#".repeat((s % 20) as usize + 1);
+    assert_eq!(still.lines().nth(1).unwrap().trim_end(), bar(paused));
+
+    // ← seeks back 5 s, and the screen is the one of that time.
+    t.keys(&["Left"]);
+    let back = t.wait_for(&format!("second {:02}", paused - 5), 10);
+    assert_eq!(
+        back.lines().nth(1).unwrap().trim_end(),
+        bar(paused - 5),
+        "{back}"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        second(&t.screen()),
+        paused - 5,
+        "a seek while paused stays paused"
+    );
+    // Twice back, once forward: 10 s before the pause point, then 5.
+    t.keys(&["Left", "Left"]);
+    t.wait_for(&format!("second {:02}", paused - 15.min(paused)), 10);
+    t.keys(&["Right"]);
+    let fwd = t.wait_for(&format!("second {:02}", (paused - 15.min(paused)) + 5), 10);
+    assert_eq!(fwd.lines().count().min(12), fwd.lines().count());
+
+    // Speed: from 2× up four times to 32×, then resume: the remaining ~50 recorded seconds take under 2 s
+    // of wall time, where 2× would need about 25.
+    t.keys(&["+", "+", "+", "+", "Space"]);
+    let started = Instant::now();
+    t.wait_for("second 60", 12);
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "speed keys had no effect"
+    );
+    // The end of the recording ends the player, with status 0 and the terminal given back.
+    t.wait_for("exit=0", 10);
+}
+
+#[test]
+fn q_quits_at_once_and_gives_the_terminal_back() {
+    let Some(bin) = tmux() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let cast = d.path().join("s2.cast");
+    counting_cast(&cast, 60, 12, 600);
+    let t = Tmux {
+        bin,
+        sock: d.path().join("tmux.sock"),
+    };
+    let cmd = format!("{} play {}", binary().display(), cast.display());
+    t.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "play",
+        "-x",
+        "60",
+        "-y",
+        "12",
+        "sh",
+        "-c",
+        // After the player: `stty -a` shows whether the terminal is back in cooked mode (icanon echo).
+        &format!("{cmd}; echo \"exit=$?\"; echo \"modes: $(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' ')end\"; sleep 60"),
+    ]);
+    t.wait_for("second 01", 20);
+    t.keys(&["q"]);
+    t.wait_for("exit=0", 10);
+    let s = t.wait_for("end", 10);
+    assert!(
+        s.contains("modes: icanon echo end"),
+        "terminal not restored:\n{s}"
+    );
+}
+
+fn play(args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .arg("play")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn frame_and_raw_show_the_screen_and_the_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let cast = d.path().join("s3.cast");
+    counting_cast(&cast, 40, 5, 100);
+    let o = play(&["--frame", "--at", "42.5", cast.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.starts_with("second 42\n###\n"), "{text}");
+    let o = play(&["--frame", "--at", "50%", cast.to_str().unwrap()]);
+    assert!(String::from_utf8(o.stdout)
+        .unwrap()
+        .starts_with("second 50\n"));
+    // A sid is looked up in --dir; --frame without --at is the end.
+    let o = play(&["--frame", "--dir", d.path().to_str().unwrap(), "s3"]);
+    assert!(String::from_utf8(o.stdout)
+        .unwrap()
+        .starts_with("second 100\n"));
+    // --raw: the .raw file when there, byte for byte.
+    std::fs::write(d.path().join("s3.raw"), b"exact \xff bytes").unwrap();
+    let o = play(&["--raw", "--dir", d.path().to_str().unwrap(), "s3"]);
+    assert_eq!(o.stdout, b"exact \xff bytes");
+    // A .cast alone: its output events.
+    std::fs::remove_file(d.path().join("s3.raw")).unwrap();
+    let o = play(&["--raw", cast.to_str().unwrap()]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("second 00") && text.contains("second 100"));
+    // An unknown sid says where it looked.
+    let o = play(&["--dir", d.path().to_str().unwrap(), "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(err.contains("no recording `nope`"), "{err}");
+}
+
+#[test]
+fn damaged_files_show_what_is_readable_and_say_where() {
+    let d = tempfile::tempdir().unwrap();
+    let good = d.path().join("good.cast");
+    counting_cast(&good, 40, 5, 10);
+    let text = std::fs::read_to_string(&good).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+
+    // A line that is not JSON (line 5): the rest plays, the message names the line.
+    let bad_line = d.path().join("badline.cast");
+    let mut t = lines.clone();
+    t[4] = "[3.0, \"o\", \"unterminated";
+    std::fs::write(&bad_line, t.join("\n") + "\n").unwrap();
+    // Truncated in the middle of the last event.
+    let truncated = d.path().join("truncated.cast");
+    std::fs::write(&truncated, &text[..text.len() - 10]).unwrap();
+    // A wrong header.
+    let wrong = d.path().join("wrong.cast");
+    std::fs::write(
+        &wrong,
+        format!("{{\"version\": 7}}\n{}\n", lines[1..].join("\n")),
+    )
+    .unwrap();
+
+    for mode in [&["--frame"][..], &["--raw"][..]] {
+        let run = |p: &Path| {
+            let mut a = mode.to_vec();
+            a.push(p.to_str().unwrap());
+            play(&a)
+        };
+        let o = run(&bad_line);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert_eq!(o.status.code(), Some(1), "{mode:?} {err}");
+        assert!(
+            err.contains(&format!("{}:5: not an event", bad_line.display())),
+            "{err}"
+        );
+        assert!(
+            out.contains("second 10"),
+            "{mode:?}: the rest is played: {out}"
+        );
+
+        let o = run(&truncated);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{}:{}: truncated",
+                truncated.display(),
+                lines.len()
+            )),
+            "{err}"
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains("second 09"));
+
+        let o = run(&wrong);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{}:1: asciicast version 7 is not supported",
+                wrong.display()
+            )),
+            "{err}"
+        );
+    }
+}
+
+/// Max RSS of a child in KiB, from the kernel's accounting of the process (wait4's rusage), and the first
+/// 64 KiB of its output with the output's size. (This process is kept small too: a forked child's high-water
+/// mark starts at its parent's size until it execs.)
+// The child is reaped by wait4 (for its rusage), not by Child::wait.
+#[allow(clippy::zombie_processes)]
+fn run_measured(mut cmd: Command) -> (std::process::ExitStatus, u64, Vec<u8>, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let out_path = std::env::temp_dir().join(format!("play-out-{}", std::process::id()));
+    let out = std::fs::File::create(&out_path).unwrap();
+    let child = cmd.stdout(out).stdin(Stdio::null()).spawn().unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, with valid out pointers.
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(r, child.id() as i32);
+    let size = std::fs::metadata(&out_path).unwrap().len();
+    let mut head = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(&out_path).unwrap(), 64 << 10),
+        &mut head,
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(&out_path);
+    (
+        std::process::ExitStatus::from_raw(status),
+        usage.ru_maxrss as u64,
+        head,
+        size,
+    )
+}
+
+/// Writes a 1-hour, ~200 MB v2 cast: dense coloured output every 10 ms, the top line saying the second.
+fn big_cast(path: &Path) -> u64 {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    writeln!(f, "{{\"version\": 2, \"width\": 120, \"height\": 40}}").unwrap();
+    let filler = "\\u001b[32mlorem ipsum dolor sit amet\\u001b[0m ".repeat(14);
+    for i in 0..360_000u32 {
+        let t = i as f64 / 100.0;
+        if i % 100 == 0 {
+            writeln!(
+                f,
+                "[{t:.6}, \"o\", \"\\u001b[1;1H\\u001b[Ksecond {:04}\\r\\n\"]",
+                i / 100
+            )
+            .unwrap();
+        } else {
+            writeln!(f, "[{t:.6}, \"o\", \"\\u001b[5;1H{filler} {i}\\r\\n\"]").unwrap();
+        }
+    }
+    f.flush().unwrap();
+    std::fs::metadata(path).unwrap().len()
+}
+
+#[test]
+fn memory_stays_flat_on_a_200_mb_recording() {
+    let d = tempfile::tempdir().unwrap();
+    let cast = d.path().join("big.cast");
+    let size = big_cast(&cast);
+    assert!(size > 190_000_000, "{size}");
+    let limit_kib = 50 * 1024;
+
+    let mut raw = Command::new(binary());
+    raw.args(["play", "--raw"]).arg(&cast);
+    let (status, rss, _, written) = run_measured(raw);
+    assert!(status.success(), "{status:?}");
+    assert!(written > size / 2, "{written}");
+    assert!(
+        rss <= limit_kib,
+        "play --raw max RSS {rss} KiB on a {size}-byte file"
+    );
+    eprintln!("{size}-byte recording: max RSS {rss} KiB (play --raw)");
+
+    // A seek to 90% (of 3599.99 s: 3239.991 s): the screen there, from the index's keyframes.
+    let mut seek = Command::new(binary());
+    seek.args(["play", "--frame", "--at", "90%"]).arg(&cast);
+    let (status, rss, out, _) = run_measured(seek);
+    assert!(status.success(), "{status:?}");
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with("second 3239\n"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+    assert!(
+        rss <= limit_kib,
+        "seek to 90%: max RSS {rss} KiB on a {size}-byte file"
+    );
+    eprintln!("{size}-byte recording: max RSS {rss} KiB (seek to 90%)");
+}
