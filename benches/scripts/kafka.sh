@@ -26,7 +26,7 @@ set -euo pipefail
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_root=$(cd "$script_dir/../.." && pwd)
 
-count=1000000
+count=100000
 runs=1
 timeout_s=600
 while (($#)); do
@@ -77,11 +77,11 @@ log "generating $count events"
 python3 "$script_dir/gen-events.py" --count "$count" --seed 1 --out "$input"
 input_bytes=$(stat -c %s "$input")
 
-# start_mock DIR: a fresh 3-broker cluster with topics a and k (6 partitions each); sets $bootstrap.
+# start_mock DIR: a fresh 3-broker cluster with topics a and k (24 partitions each: the mock keeps at most 5 MiB per partition); sets $bootstrap.
 start_mock() {
     local dir=$1
     mkdir -p "$dir"
-    "$mock_bin" --brokers 3 --topic a:6 --topic k:6 </dev/null >"$dir/mock.out" 2>"$dir/mock.log" &
+    "$mock_bin" --brokers 3 --topic a:24 --topic k:24 </dev/null >"$dir/mock.out" 2>"$dir/mock.log" &
     mock_pid=$!
     for _ in $(seq 1 200); do
         [[ -s $dir/mock.out ]] && break
@@ -115,7 +115,7 @@ kcat_run() {
     local dir=$1 t0 t1
     shift
     t0=$(now_ns)
-    /usr/bin/time -f '%U %S %M' -o "$dir/time.txt" kcat "$@" 2>"$dir/kcat.log"
+    /usr/bin/time -f "%U %S %M" -o "$dir/time.txt" kcat "$@" >/dev/null 2>"$dir/kcat.log"
     t1=$(now_ns)
     echo "$(wall_of "$t0" "$t1") $(time_fields "$dir/time.txt")" >"$dir/result"
 }
@@ -199,7 +199,7 @@ label() {
 
 echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), Linux $(uname -r)."
 echo
-echo "Job: $count events ($input_bytes bytes), librdkafka's mock cluster (kafka-mock, 3 brokers, 6 partitions) on loopback; median of $runs run(s)."
+echo "Job: $count events ($input_bytes bytes), librdkafka's mock cluster (kafka-mock, 3 brokers, 24 partitions) on loopback; median of $runs run(s)."
 echo
 echo "| tool | events/s | CPU s | max RSS MB |"
 echo "| --- | ---: | ---: | ---: |"
