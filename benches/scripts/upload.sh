@@ -92,7 +92,9 @@ aws configure set default.s3.max_concurrent_requests 10 >/dev/null 2>&1 || true
 moto_cpu() { awk '{print ($14+$15)/100}' "/proc/$moto_pid/stat"; }
 
 bucket_check() { # bucket → "objects bytes"
-    aws s3api list-objects-v2 --bucket "$1" --query '[length(Contents), sum(Contents[].Size)]' --output text
+    # One "count bytes" line per page of 1000: add them up.
+    aws s3api list-objects-v2 --bucket "$1" --query '[length(Contents), sum(Contents[].Size)]' --output text |
+        awk '{o += $1; b += $2} END {print o, b}'
 }
 
 run_one() { # client run → "secs cpu rss_mb moto_cpu check"
@@ -125,7 +127,7 @@ TOML
     read -r _ user sys rss <"$work/time"
     local check
     check=$(bucket_check "$bucket")
-    echo "$(echo "$t1 - $t0" | bc -l) $(echo "$user + $sys" | bc -l) $((rss / 1024)) $(echo "$m1 - $m0" | bc -l) $(echo "$check" | tr '\t' ':')"
+    echo "$(echo "$t1 - $t0" | bc -l) $(echo "$user + $sys" | bc -l) $((rss / 1024)) $(echo "$m1 - $m0" | bc -l) $(echo "$check" | tr ' \t' '::')"
     aws s3 rb --force "s3://$bucket" >/dev/null 2>&1 || true
 }
 
