@@ -17,11 +17,13 @@ use std::time::{Duration, Instant};
 
 mod cgroups;
 pub mod integrity;
+pub mod peer_process;
 pub mod players;
 pub mod recordings;
 pub mod s3;
 
 pub use cgroups::{cgroup2_mount, root_or_skip, CgroupParent};
+use peer_process::PeerProcess;
 
 /// Path of the agent binary, building it on first use when `AUDITRAIL_BIN` is not set.
 pub fn binary() -> PathBuf {
@@ -528,10 +530,9 @@ pub fn osmem_binary() -> Option<PathBuf> {
 /// A running osmem-server on 127.0.0.1, killed when dropped. It keeps everything in memory: a restart starts
 /// empty. It also exits by itself when the test process is gone (`-parent-pid`).
 pub struct Osmem {
-    child: Option<Child>,
+    process: PeerProcess,
     /// Its port.
     pub port: u16,
-    log: PathBuf,
 }
 
 impl Osmem {
@@ -549,34 +550,16 @@ impl Osmem {
             "osmem-{}.log",
             STARTS.fetch_add(1, Ordering::Relaxed)
         ));
-        let child = Command::new(bin)
-            .args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"])
-            .args(["-parent-pid", &std::process::id().to_string()])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting osmem-server");
-        let mut s = Osmem {
-            child: Some(child),
-            port,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _)) = http("GET", port, "/_cluster/health", &[], b"") {
-                break;
-            }
-            if let Some(status) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "osmem-server exited with {status}: {}",
-                    std::fs::read_to_string(&s.log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "osmem-server not ready in 20s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
+        let mut cmd = Command::new(bin);
+        cmd.args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"])
+            .args(["-parent-pid", &std::process::id().to_string()]);
+        let process = PeerProcess::start("osmem-server", cmd, log, Duration::from_secs(20), || {
+            matches!(
+                http("GET", port, "/_cluster/health", &[], b""),
+                Ok((200, _))
+            )
+        });
+        Osmem { process, port }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -586,10 +569,7 @@ impl Osmem {
 
     /// SIGKILL; everything it held is gone.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill9();
     }
 
     /// A JSON request; returns the status and the body.
@@ -646,12 +626,6 @@ impl Osmem {
                     .collect()
             })
             .unwrap_or_default()
-    }
-}
-
-impl Drop for Osmem {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 

@@ -12,10 +12,11 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::peer_process::PeerProcess;
 use crate::{binary, free_port, workspace_root};
 
 /// Whether a missing moto fails the test rather than skips it: `AUDITRAIL_REQUIRE_S3=1` (scripts/test.sh) or CI.
@@ -60,10 +61,9 @@ pub fn moto_bin_dir() -> Option<PathBuf> {
 
 /// A running moto_server, killed when dropped. In-memory: a restart starts empty.
 pub struct Moto {
-    child: Option<Child>,
+    process: PeerProcess,
     /// Its port.
     pub port: u16,
-    log: PathBuf,
 }
 
 const AUTH: &str = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0000";
@@ -81,33 +81,12 @@ impl Moto {
             .expect("moto is available")
             .join("moto_server");
         let log = dir.join(format!("moto-{port}.log"));
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting moto_server");
-        let mut m = Moto {
-            child: Some(child),
-            port,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok((200, _, _)) = m.request("GET", "/", &[], b"") {
-                break;
-            }
-            if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "moto_server exited with {status}: {}",
-                    std::fs::read_to_string(&m.log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "moto_server not ready in 30s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        m
+        let mut cmd = Command::new(bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let process = PeerProcess::start("moto_server", cmd, log, Duration::from_secs(30), || {
+            matches!(request_on(port, "GET", "/", &[], b""), Ok((200, _, _)))
+        });
+        Moto { process, port }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -117,10 +96,7 @@ impl Moto {
 
     /// SIGKILL.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill9();
     }
 
     /// One S3 request; returns status, headers (lower-cased names) and body.
@@ -131,44 +107,7 @@ impl Moto {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> std::io::Result<(u16, HashMap<String, String>, Vec<u8>)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\nAuthorization: {AUTH}\r\n",
-            self.port,
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes())?;
-        s.write_all(body)?;
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        r.read_line(&mut line)?;
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let mut hdrs = HashMap::new();
-        loop {
-            line.clear();
-            r.read_line(&mut line)?;
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                hdrs.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
-        let mut raw = Vec::new();
-        if method != "HEAD" {
-            r.read_to_end(&mut raw)?;
-        }
-        Ok((status, hdrs, raw))
+        request_on(self.port, method, path, headers, body)
     }
 
     /// Creates `bucket`.
@@ -267,10 +206,52 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.kill9();
+/// One S3 request to the server on `port`; returns status, headers (lower-cased names) and body.
+fn request_on(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, HashMap<String, String>, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\nAuthorization: {AUTH}\r\n",
+        port,
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut hdrs = HashMap::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            hdrs.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut raw = Vec::new();
+    if method != "HEAD" {
+        r.read_to_end(&mut raw)?;
+    }
+    Ok((status, hdrs, raw))
 }
 
 /// The contents of every `<tag>…</tag>` in `xml` (no nesting of the same tag).
