@@ -123,6 +123,13 @@ fn an_aggregator_killed_9_and_restarted_loses_nothing_and_duplicates_only_what_w
             all.len() >= N
         },
     );
+    // The group's commit reaches the end once the last acks are in (read while the aggregator runs: whether
+    // a SIGTERM commits what was acked in its last moment is not what this test is about).
+    wait_for(
+        Duration::from_secs(60),
+        "the group's commit at the end",
+        || committed_sum(&kafka.bootstrap, "agg", "audit", PARTITIONS) == N as i64,
+    );
     assert!(agent.terminate(Duration::from_secs(30)).success());
     let mut counts = HashMap::new();
     for (u, c) in uids_so_far(&d.join("out"))

@@ -252,7 +252,7 @@ fn a_store_that_is_down_for_a_while_loses_and_deletes_nothing() {
 }
 
 #[test]
-fn the_bandwidth_limit_holds_within_ten_percent_over_twenty_seconds() {
+fn the_bandwidth_limit_holds_within_ten_percent_over_forty_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let Some(moto) = Moto::start(dir.path()) else {
         return;
@@ -267,15 +267,16 @@ fn the_bandwidth_limit_holds_within_ten_percent_over_twenty_seconds() {
     );
     let rec = dir.path().join("rec");
     std::fs::create_dir_all(&rec).unwrap();
-    // 20 MiB (multipart) plus ten small sessions, all through the one limit.
+    // 40 MiB (multipart) through the one limit: at 1 MiB/s about 40 s, so that the work around the transfer
+    // (hashing the file first, HEAD before and after) weighs a few percent, not the 10 % the bound allows.
     let mut exp = Expected::new();
     let mut total = 0u64;
-    let files = write_session(&rec, "bw", pseudo_random(5, 20 << 20));
+    let files = write_session(&rec, "bw", pseudo_random(5, 40 << 20));
     total += files.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
     expect_session(&mut exp, "bw", &files);
     let up = UploaderProc::start(dir.path(), &cfg);
     let start = Instant::now();
-    wait_for(Duration::from_secs(60), "the upload", || {
+    wait_for(Duration::from_secs(120), "the upload", || {
         !spooled_events(&rec).is_empty()
     });
     let secs = start.elapsed().as_secs_f64();
