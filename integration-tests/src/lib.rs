@@ -490,8 +490,7 @@ pub fn line_count(dir: &Path) -> usize {
 /// Whether tests that need a peer server must fail (rather than skip) when it cannot be had: under CI, or with
 /// `AUDITRAIL_REQUIRE_OPENSEARCH=1` (set by `scripts/test.sh`).
 pub fn opensearch_required() -> bool {
-    std::env::var_os("AUDITRAIL_REQUIRE_OPENSEARCH").is_some_and(|v| v != "0")
-        || std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+    peer_process::peer_required("AUDITRAIL_REQUIRE_OPENSEARCH")
 }
 
 /// The osmem-server binary (an in-memory OpenSearch-compatible server from PyPI), installed on first use by
@@ -500,14 +499,7 @@ pub fn opensearch_required() -> bool {
 pub fn osmem_binary() -> Option<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let found = BIN.get_or_init(|| {
-        let script = workspace_root().join("integration-tests/peers/opensearch/install");
-        let out = Command::new(&script)
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let path = peer_process::install_peer("opensearch")?;
         if path.is_file() {
             Ok(path)
         } else {

@@ -1,9 +1,28 @@
-//! A test server run as a child process (osmem-server, moto_server): started with its output in a log file,
-//! waited for until it answers, killed -9 on demand and when dropped.
+//! A test server run as a child process (osmem-server, moto_server): installed by its
+//! `integration-tests/peers/<name>/install`, started with its output in a log file, waited for until it
+//! answers, killed -9 on demand and when dropped.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Whether a missing peer fails the test rather than skips it: `var` set (and not `0`), or under CI.
+pub fn peer_required(var: &str) -> bool {
+    std::env::var_os(var).is_some_and(|v| v != "0")
+        || std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// Runs `integration-tests/peers/<peer>/install` and returns the path it prints; an error says why not.
+pub fn install_peer(peer: &str) -> Result<PathBuf, String> {
+    let script = crate::workspace_root().join(format!("integration-tests/peers/{peer}/install"));
+    let out = Command::new(&script)
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
 
 /// A running peer server process.
 pub struct PeerProcess {

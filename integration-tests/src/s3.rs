@@ -16,13 +16,12 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::peer_process::PeerProcess;
-use crate::{binary, free_port, workspace_root};
+use crate::peer_process::{install_peer, peer_required, PeerProcess};
+use crate::{binary, free_port};
 
 /// Whether a missing moto fails the test rather than skips it: `AUDITRAIL_REQUIRE_S3=1` (scripts/test.sh) or CI.
 pub fn s3_required() -> bool {
-    std::env::var_os("AUDITRAIL_REQUIRE_S3").is_some_and(|v| v != "0")
-        || std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+    peer_required("AUDITRAIL_REQUIRE_S3")
 }
 
 /// The venv bin directory holding `moto_server` and `aws`, installed on first use. `None` when it cannot be
@@ -30,14 +29,7 @@ pub fn s3_required() -> bool {
 pub fn moto_bin_dir() -> Option<PathBuf> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let found = DIR.get_or_init(|| {
-        let script = workspace_root().join("integration-tests/peers/s3/install");
-        let out = Command::new(&script)
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let dir = install_peer("s3")?;
         if dir.join("moto_server").is_file() {
             Ok(dir)
         } else {
