@@ -256,6 +256,10 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The bytes of a keyframe with an empty screen: offset, line, time, problems before (8 each), cols, rows (2
+/// each), the screen's length (4).
+const KEYFRAME_FIXED: usize = 8 * 4 + 2 * 2 + 4;
+
 /// The largest terminal a keyframe may have (what a `.cast` header may give).
 const MAX_COLS: u16 = 1000;
 const MAX_ROWS: u16 = 500;
@@ -331,8 +335,8 @@ pub fn decode(bytes: &[u8]) -> Result<Saved, String> {
     if n == 0 || n > MAX_KEYFRAMES {
         return Err(format!("{n} keyframes (1 to {MAX_KEYFRAMES})"));
     }
-    // Each keyframe takes at least 44 bytes: a count beyond what the bytes can hold is a lie.
-    if n > f.rest.len() / 44 {
+    // Each keyframe takes at least KEYFRAME_FIXED bytes: a count beyond what the bytes can hold is a lie.
+    if n > f.rest.len() / KEYFRAME_FIXED {
         return Err(format!(
             "{n} keyframes do not fit in {} bytes",
             f.rest.len()
@@ -570,6 +574,12 @@ mod tests {
     fn what_is_encoded_decodes_the_same() {
         let s = sample();
         assert_eq!(decode(&encode(&s)).unwrap(), s);
+        // The smallest index: one keyframe with an empty screen (a recording of its header only, or a
+        // live one played before its first keyframe).
+        let mut one = sample();
+        one.keyframes.truncate(1);
+        one.problems.clear();
+        assert_eq!(decode(&encode(&one)).unwrap(), one);
     }
 
     #[test]
