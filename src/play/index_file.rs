@@ -597,7 +597,8 @@ mod tests {
     /// refused by the checks, not trusted.
     #[test]
     fn a_valid_checksum_over_wrong_contents_is_refused() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Saved)>)> = vec![
+        type Change = Box<dyn Fn(&mut Saved)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("not after", Box::new(|s| s.keyframes[1].at.offset = 10)),
             ("outside", Box::new(|s| s.keyframes[1].at.offset = 6000)),
             ("0x24", Box::new(|s| s.keyframes[0].cols = 0)),
