@@ -176,7 +176,7 @@ pub fn encode(s: &Saved) -> Vec<u8> {
     out.extend_from_slice(&s.problem_count.to_le_bytes());
     out.extend_from_slice(&(s.problems.len() as u32).to_le_bytes());
     for (line, what) in &s.problems {
-        let what = truncate(what, MAX_WHAT);
+        let what = auditrail_sinks::name_rules::cut(what, MAX_WHAT);
         out.extend_from_slice(&line.to_le_bytes());
         out.extend_from_slice(&(what.len() as u32).to_le_bytes());
         out.extend_from_slice(what.as_bytes());
@@ -201,18 +201,6 @@ pub fn encode(s: &Saved) -> Vec<u8> {
 pub fn seal(body: &mut Vec<u8>) {
     let sum = Sha256::digest(&body[..]);
     body.extend_from_slice(&sum);
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Reads fields off a byte slice, failing (never panicking) when it runs out.
