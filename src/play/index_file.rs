@@ -107,6 +107,9 @@ pub enum IndexFileError {
     },
 }
 
+/// The index's extension beside its recording's `<sid>.cast` (the uploader's retention moves it along).
+pub const EXTENSION: &str = "index";
+
 /// `<dir>/<sid>.index` for `<dir>/<sid>.cast` (any other name: the name with `.index` appended).
 pub fn path_for(cast: &Path) -> PathBuf {
     let name = cast
@@ -114,7 +117,7 @@ pub fn path_for(cast: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let stem = name.strip_suffix(".cast").unwrap_or(&name);
-    cast.with_file_name(format!("{stem}.index"))
+    cast.with_file_name(format!("{stem}.{EXTENSION}"))
 }
 
 /// The fingerprint of `cast`'s first `prefix` bytes, given the keyframes' offsets.

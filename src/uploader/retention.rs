@@ -15,7 +15,7 @@ fn session_files(dir: &Path, sid: &str) -> Vec<PathBuf> {
     KINDS
         .iter()
         .copied()
-        .chain(["index", "done"])
+        .chain([crate::play::index_file::EXTENSION, "done"])
         .map(|k| dir.join(format!("{sid}.{k}")))
         .filter(|p| std::fs::symlink_metadata(p).is_ok())
         .collect()
