@@ -2,7 +2,8 @@
 //!
 //! 1. Open without following symlinks; it must be a regular file. Note its size and mtime.
 //! 2. SHA-256 it (a local read: it goes into the object's metadata, which S3 takes only at the start).
-//! 3. HEAD the key. An object with the same size and sha256 is this file already uploaded (counts as done,
+//! 3. HEAD the key (for a small file the state file does not know, only after its conditional PUT of
+//!    step 4 got 412: the key exists). An object with the same size and sha256 is this file already uploaded (counts as done,
 //!    e.g. after a crash between completing and recording it). One whose ETag is the last this uploader wrote
 //!    there is ours: a newer version of the file replaces it. Anything else is someone else's content and is
 //!    never overwritten: the file fails with a conflict (and is quarantined after `max_attempts`).
@@ -367,7 +368,6 @@ impl Uploader {
         let f = Arc::new(f);
         let opath = ObjectPath::parse(key).map_err(|e| store_err(e.into()))?;
         let path_key = path.to_string_lossy().into_owned();
-        let remote = self.head(&opath).await.map_err(store_err)?;
         let (ours, stale_upload) = {
             let st = self.lock();
             let fs = st.state.files.get(&path_key);
@@ -376,35 +376,47 @@ impl Uploader {
                 fs.and_then(|s| s.upload.clone()),
             )
         };
-        let mut replaced = false;
-        if let Some(r) = &remote {
-            if r.size == size
-                && (r.sha256.as_deref() == Some(sha256.as_str())
-                    || !self.attributes && r.etag.is_some() && r.etag == ours)
-            {
-                // Already there (uploaded before a crash let us record it): clean up a leftover upload.
-                if let (Some(u), Some(mp)) = (&stale_upload, &self.store.multipart) {
-                    let _ = mp.abort_multipart(&opath, &u.id).await;
-                }
-                let etag = r.etag.clone().unwrap_or_default();
-                {
-                    let mut st = self.lock();
-                    let e = st.state.files.entry(path_key.clone()).or_default();
-                    e.key = key.to_string();
-                    e.upload = None;
-                    e.our_etag = Some(etag.clone());
-                    self.save(&st);
-                }
-                return self
-                    .verify(
-                        path, file, key, &url, &opath, size, mtime, &sha256, &etag, 0, true, false,
-                    )
-                    .await;
-            }
-            if r.etag.is_some() && r.etag == ours {
-                replaced = true;
+        // A small file the state file knows nothing of goes straight to a conditional PUT
+        // (`If-None-Match: *`): S3 answers 412 if the key exists, and only then is the HEAD needed to tell
+        // this file already uploaded from foreign content. That saves a round trip per new file; multipart
+        // uploads keep the HEAD first, since their completion is not conditional here.
+        let mut probe = !(size < self.threshold && ours.is_none() && stale_upload.is_none());
+        let (etag, sent, replaced) = loop {
+            let remote = if probe {
+                self.head(&opath).await.map_err(store_err)?
             } else {
-                return Err(UploadError::Conflict {
+                None
+            };
+            let mut replaced = false;
+            if let Some(r) = &remote {
+                if r.size == size
+                    && (r.sha256.as_deref() == Some(sha256.as_str())
+                        || !self.attributes && r.etag.is_some() && r.etag == ours)
+                {
+                    // Already there (uploaded before a crash let us record it): clean up a leftover upload.
+                    if let (Some(u), Some(mp)) = (&stale_upload, &self.store.multipart) {
+                        let _ = mp.abort_multipart(&opath, &u.id).await;
+                    }
+                    let etag = r.etag.clone().unwrap_or_default();
+                    {
+                        let mut st = self.lock();
+                        let e = st.state.files.entry(path_key.clone()).or_default();
+                        e.key = key.to_string();
+                        e.upload = None;
+                        e.our_etag = Some(etag.clone());
+                        self.save(&st);
+                    }
+                    return self
+                        .verify(
+                            path, file, key, &url, &opath, size, mtime, &sha256, &etag, 0, true,
+                            false,
+                        )
+                        .await;
+                }
+                if r.etag.is_some() && r.etag == ours {
+                    replaced = true;
+                } else {
+                    return Err(UploadError::Conflict {
                     path: path.to_path_buf(),
                     url: url.clone(),
                     detail: format!(
@@ -413,59 +425,72 @@ impl Uploader {
                         r.sha256.as_deref().unwrap_or("(none recorded)")
                     ),
                 });
-            }
-        }
-        let attrs = self.attributes(file, &sha256, meta);
-        let (etag, sent) = if size < self.threshold {
-            let f2 = f.clone();
-            let bytes = blocking(move || read_exact_at(&f2, 0, size as usize))
-                .await
-                .map_err(|e| local(format!("cannot read: {e}")))?;
-            if hex::encode(Sha256::digest(&bytes)) != sha256 {
-                return Err(UploadError::Changed {
-                    path: path.to_path_buf(),
-                    detail: "its content differs between two reads".into(),
-                });
-            }
-            self.throttle(size).await;
-            let opts = PutOptions {
-                mode: if replaced {
-                    PutMode::Overwrite
-                } else {
-                    PutMode::Create
-                },
-                attributes: attrs,
-                ..PutOptions::default()
-            };
-            let r = self
-                .store
-                .object
-                .put_opts(&opath, PutPayload::from(bytes), opts)
-                .await
-                .map_err(store_err)?;
-            (r.e_tag.unwrap_or_default(), size)
-        } else {
-            match &self.store.multipart {
-                Some(mp) => {
-                    self.multipart(
-                        mp.clone(),
-                        path,
-                        key,
-                        &url,
-                        &opath,
-                        f.clone(),
-                        size,
-                        &sha256,
-                        attrs,
-                        stale_upload,
-                    )
-                    .await?
                 }
-                None => {
-                    self.streamed(path, &url, &opath, f.clone(), size, &sha256, attrs)
+            }
+            let attrs = self.attributes(file, &sha256, meta);
+            let (etag, sent) = if size < self.threshold {
+                let f2 = f.clone();
+                let bytes = blocking(move || read_exact_at(&f2, 0, size as usize))
+                    .await
+                    .map_err(|e| local(format!("cannot read: {e}")))?;
+                if hex::encode(Sha256::digest(&bytes)) != sha256 {
+                    return Err(UploadError::Changed {
+                        path: path.to_path_buf(),
+                        detail: "its content differs between two reads".into(),
+                    });
+                }
+                self.throttle(size).await;
+                let opts = PutOptions {
+                    mode: if replaced {
+                        PutMode::Overwrite
+                    } else {
+                        PutMode::Create
+                    },
+                    attributes: attrs,
+                    ..PutOptions::default()
+                };
+                let r = match self
+                    .store
+                    .object
+                    .put_opts(&opath, PutPayload::from(bytes), opts)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(
+                        object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::Precondition { .. },
+                    ) if !probe => {
+                        // The key exists: HEAD it and decide as for a known key.
+                        probe = true;
+                        continue;
+                    }
+                    Err(e) => return Err(store_err(e)),
+                };
+                (r.e_tag.unwrap_or_default(), size)
+            } else {
+                match &self.store.multipart {
+                    Some(mp) => {
+                        self.multipart(
+                            mp.clone(),
+                            path,
+                            key,
+                            &url,
+                            &opath,
+                            f.clone(),
+                            size,
+                            &sha256,
+                            attrs,
+                            stale_upload,
+                        )
                         .await?
+                    }
+                    None => {
+                        self.streamed(path, &url, &opath, f.clone(), size, &sha256, attrs)
+                            .await?
+                    }
                 }
-            }
+            };
+            break (etag, sent, replaced);
         };
         {
             let mut st = self.lock();
