@@ -5,6 +5,8 @@
 //! `objects/events.bpf.o` is used, so building the agent never needs clang. `tests/objects.rs` fails when the
 //! committed object is stale.
 
+pub use aya;
+
 pub mod loader;
 pub mod records;
 

@@ -159,14 +159,19 @@ fn is_permission(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// What can be checked without loading anything: the kernel's BTF and the process's capabilities.
+pub fn preflight() -> Result<(), LoadError> {
+    if let Err(e) = std::fs::metadata(VMLINUX_BTF) {
+        return Err(LoadError::NoBtf(e.to_string()));
+    }
+    check_privilege()
+}
+
 impl Loaded {
     /// Loads `object` (the compiled `events.bpf.o`), fills its configuration and attaches every hook `options`
     /// enables.
     pub fn load(object: &[u8], options: &Options) -> Result<Loaded, LoadError> {
-        if let Err(e) = std::fs::metadata(VMLINUX_BTF) {
-            return Err(LoadError::NoBtf(e.to_string()));
-        }
-        check_privilege()?;
+        preflight()?;
         let btf = Btf::from_sys_fs().map_err(|e| LoadError::NoBtf(chain(&e)))?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
