@@ -110,4 +110,24 @@ printf '{"version": 3, "term": {"cols": 40, "rows": 10, "type": "xterm"}, "times
 printf '{"version": 2, "width": 80, "height": 24}\n[0.1, "o", "a"]\nnot json\n[0.05, "o", "backwards"]\n[0.3, "o", "torn' > "$corpus/cast_reader/damaged"
 printf '{"version": 9, "width": 80}\n[0.1, "o", "a"]\n' > "$corpus/cast_reader/wrong_header"
 printf '{"version": 2, "width": 80, "height": 24}\n[1e308, "o", "x"]\n[-1, "o", "y"]\n[0.1, "r", "0x0"]\n[0.2, "r", "99999x3"]\n[0.3, 5, "z"]\n[0.4, "o", ["a"]]\n' > "$corpus/cast_reader/odd_values"
+# seek_index: the index `auditrail play --frame` keeps beside a recording (of the cast_reader seeds v2, v3 and
+# damaged, and of a longer one with several keyframes), as written, without its checksum (so the body's own
+# seal makes it valid and the checks behind the checksum are reached), and cut short.
+mkdir -p "$corpus/seek_index"
+idx=$(mktemp -d)
+cp "$corpus/cast_reader/v2" "$idx/v2.cast"
+cp "$corpus/cast_reader/v3" "$idx/v3.cast"
+cp "$corpus/cast_reader/damaged" "$idx/damaged.cast"
+python3 -c 'import sys
+with open(sys.argv[1], "w") as f:
+    f.write("{\"version\": 2, \"width\": 20, \"height\": 4}\n")
+    for i in range(200):
+        f.write("[%d.5, \"o\", \"\\u001b[3%dmline %d\\r\\n\"]\n" % (i, i % 8, i))' "$idx/long.cast"
+for c in v2 v3 damaged long; do
+    "$bin" play --frame "$idx/$c.cast" >/dev/null 2>&1 || true
+    cp "$idx/$c.index" "$corpus/seek_index/$c"
+    head -c -32 "$idx/$c.index" > "$corpus/seek_index/${c}_unsealed"
+done
+head -c 100 "$idx/long.index" > "$corpus/seek_index/long_cut"
+rm -rf "$idx"
 du -sh "$corpus"/*

@@ -4,6 +4,8 @@
 # Usage: scripts/test.sh            (the README's test command; .ci/run calls exactly this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase prints the seconds since the start, so a slow CI run shows where its time went.
+phase() { echo "== $* (at ${SECONDS} s)"; }
 
 need_apt=()
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
@@ -20,17 +22,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 # The Elasticsearch sink's tests start osmem-server (PyPI), an in-memory OpenSearch-compatible server.
+phase "test peers"
 osmem_server=$(integration-tests/peers/opensearch/install)
 echo "osmem-server: $osmem_server"
 # The uploader's tests start moto_server (PyPI moto[server]), an in-memory S3-compatible server.
 moto_bin=$(integration-tests/peers/s3/install)
 echo "moto: $moto_bin"
 
-echo "== cargo fmt --check"
+phase "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+phase "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "== release build of the agent for the integration tests"
+phase "release build of the agent for the integration tests"
 # First with the test-only crash hook (the crash-point tests abort it at named steps) and the splunk_hec
 # source's fault switch (busy answers, held acks), copied aside; then the
 # plain binary, the one that ships, which the other tests run and one checks has no hook.
@@ -59,7 +62,7 @@ integration-tests/peers/chromium/install >/dev/null
 export AUDITRAIL_REQUIRE_BROWSER=1
 # The tests run under cargo-nextest (.config/nextest.toml says why); a machine without it gets it built once.
 cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
-echo "== cargo nextest run"
+phase "cargo nextest run"
 set +e
 cargo nextest run --workspace --no-fail-fast 2>&1 | tee target/test-output.log | grep -Ev '^ +PASS \['
 test_status=${PIPESTATUS[0]}
@@ -79,7 +82,7 @@ fi
 passed=$( (echo "$summary" | grep -Eo '[0-9]+ passed' || true) | awk '{s+=$1} END {print s+0}')
 failed=$( (echo "$summary" | grep -Eo '[0-9]+ (failed|timed out)' || true) | awk '{s+=$1} END {print s+0}')
 # nextest does not run doc tests; cargo does, and exits non-zero if one fails.
-echo "== cargo test --doc"
+phase "cargo test --doc"
 cargo test --workspace --doc --quiet
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed (in ${SECONDS} s)"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

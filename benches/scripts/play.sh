@@ -4,7 +4,9 @@
 # side in one run, each in a fresh 120x40 pseudo-terminal (benches/scripts/play_measure.py):
 #   - first frame: wall time from the start until the first recorded text (`second 0000`) is on the terminal;
 #   - seek to 90%: `auditrail play --at 90%` until the screen at 54:00 (`second 3239`, 90% of 3599.99 s) is drawn; asciinema's
-#     player has no seek (nor a start time), so its column says so;
+#     player has no seek (nor a start time), so its column says so. Cold: no `<sid>.index` beside the
+#     recording (removed before each run), so the play builds the index up to 90%; warm: the index a
+#     finished play kept (`play --frame` builds it whole once, before the warm runs);
 #   - dump: `auditrail play --raw` and `asciinema cat` of the whole file to the terminal, to the end;
 #   - max RSS of the process for each (wait4's ru_maxrss).
 # Prints a Markdown table on stdout (medians of --reps runs); progress on stderr.
@@ -50,11 +52,14 @@ echo "recording: $cast, $size bytes, 3600 s" >&2
 measure() { python3 "$script_dir/play_measure.py" "$@"; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else print a[int((NR+1)/2)]}'; }
 declare -A results
+index=${cast%.cast}.index
+cold=0
 run() { # name [--to-end] marker -- cmd...
     local name=$1; shift
     local times=() rss=() walls=()
     for _ in $(seq "$reps"); do
         local j
+        [ "$cold" = 0 ] || rm -f "$index"
         j=$(measure "$@")
         echo "  $name: $j" >&2
         times+=("$(echo "$j" | python3 -c 'import json,sys; v=json.load(sys.stdin)["marker_s"]; print("n/a" if v is None else "%.3f" % v)')")
@@ -63,8 +68,15 @@ run() { # name [--to-end] marker -- cmd...
     done
     results[$name]="$(printf '%s\n' "${times[@]}" | grep -v n/a | median) $(printf '%s\n' "${walls[@]}" | median) $(printf '%s\n' "${rss[@]}" | median)"
 }
+cold=1
 run auditrail-first "second 0000" -- "$bin" play "$cast"
 run auditrail-seek "second 3239" -- "$bin" play --at 90% "$cast"
+cold=0
+echo "building the whole index once (play --frame)" >&2
+"$bin" play --frame "$cast" >/dev/null
+echo "index: $(stat -c %s "$index") bytes" >&2
+run auditrail-first-warm "second 0000" -- "$bin" play "$cast"
+run auditrail-seek-warm "second 3239" -- "$bin" play --at 90% "$cast"
 run auditrail-dump --to-end "second 3599" -- "$bin" play --raw "$cast"
 if command -v asciinema >/dev/null 2>&1; then
     run asciinema-first "second 0000" -- asciinema play "$cast"
@@ -80,9 +92,11 @@ echo "recording: 1 h, $size bytes (asciicast v2, 120x40), medians of $reps runs"
 echo
 echo "| | auditrail play | asciinema play |"
 echo "|---|---|---|"
-echo "| first frame (s) | $(row x auditrail-first t) | $(row x asciinema-first t) |"
-echo "| max RSS to first frame (MiB) | $(row x auditrail-first r) | $(row x asciinema-first r) |"
-echo "| seek to 90% (s) | $(row x auditrail-seek t) | no seek |"
-echo "| max RSS of the seek (MiB) | $(row x auditrail-seek r) | — |"
+echo "| first frame, no index yet (s) | $(row x auditrail-first t) | $(row x asciinema-first t) |"
+echo "| first frame, index kept (s) | $(row x auditrail-first-warm t) | $(row x asciinema-first t) |"
+echo "| max RSS to first frame (MiB, cold / warm) | $(row x auditrail-first r) / $(row x auditrail-first-warm r) | $(row x asciinema-first r) |"
+echo "| seek to 90%, cold: first play builds the index (s) | $(row x auditrail-seek t) | no seek |"
+echo "| seek to 90%, warm: index kept by an earlier play (s) | $(row x auditrail-seek-warm t) | no seek |"
+echo "| max RSS of the seek (MiB, cold / warm) | $(row x auditrail-seek r) / $(row x auditrail-seek-warm r) | — |"
 echo "| whole file to the terminal (\`play --raw\` / \`asciinema cat\`, s) | $(row x auditrail-dump w) | $(row x asciinema-dump w) |"
 echo "| max RSS of the dump (MiB) | $(row x auditrail-dump r) | $(row x asciinema-dump r) |"

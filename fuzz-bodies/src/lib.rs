@@ -11,6 +11,7 @@ mod hec_answer;
 mod hec_body;
 mod http_body;
 mod line_splitter;
+mod seek_index;
 mod segment_scan;
 mod verify_lines;
 
@@ -21,6 +22,7 @@ pub use hec_answer::hec_answer;
 pub use hec_body::hec_body;
 pub use http_body::{http_body, http_body_input};
 pub use line_splitter::{line_splitter, line_splitter_input};
+pub use seek_index::seek_index;
 pub use segment_scan::segment_scan;
 pub use verify_lines::verify_lines;
 
@@ -28,7 +30,7 @@ pub use verify_lines::verify_lines;
 pub type Body = fn(&[u8]);
 
 /// Every target: its name (the corpus folder and the cargo-fuzz binary) and its body.
-pub const TARGETS: [(&str, Body); 9] = [
+pub const TARGETS: [(&str, Body); 10] = [
     ("canonical_form", canonical_form),
     ("cast_reader", cast_reader),
     ("event_parse", event_parse),
@@ -36,6 +38,7 @@ pub const TARGETS: [(&str, Body); 9] = [
     ("hec_body", hec_body),
     ("http_body", http_body),
     ("line_splitter", line_splitter),
+    ("seek_index", seek_index),
     ("segment_scan", segment_scan),
     ("verify_lines", verify_lines),
 ];

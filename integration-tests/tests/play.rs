@@ -371,20 +371,271 @@ fn memory_stays_flat_on_a_200_mb_recording() {
     );
     eprintln!("{size}-byte recording: max RSS {rss} KiB (play --raw)");
 
-    // A seek to 90% (of 3599.99 s: 3239.991 s): the screen there, from the index's keyframes.
-    let mut seek = Command::new(binary());
-    seek.args(["play", "--frame", "--at", "90%"]).arg(&cast);
-    let (status, rss, out, _) = run_measured(seek);
+    // A seek to 90% (of 3599.99 s: 3239.991 s): the screen there, from the index's keyframes. Cold: the
+    // play builds the index (and keeps it); warm: the next one loads it.
+    for run in ["cold", "warm"] {
+        let mut seek = Command::new(binary());
+        seek.args(["play", "--frame", "--at", "90%"]).arg(&cast);
+        let (status, rss, out, _) = run_measured(seek);
+        assert!(status.success(), "{status:?}");
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("second 3239\n"),
+            "{}",
+            &text[..text.len().min(300)]
+        );
+        assert!(
+            rss <= limit_kib,
+            "seek to 90% ({run}): max RSS {rss} KiB on a {size}-byte file"
+        );
+        let index = std::fs::metadata(d.path().join("big.index")).expect("the index is kept");
+        eprintln!(
+            "{size}-byte recording: max RSS {rss} KiB (seek to 90%, {run}); index {} bytes",
+            index.len()
+        );
+    }
+}
+
+/// `play --frame [--at T] PATH`: the status, the first two lines of the screen, and stderr.
+fn frame_at(cast: &Path, at: Option<&str>) -> (Option<i32>, String, String) {
+    let mut args = vec!["--frame"];
+    if let Some(t) = at {
+        args.extend(["--at", t]);
+    }
+    args.push(cast.to_str().unwrap());
+    let o = play(&args);
+    let out = String::from_utf8_lossy(&o.stdout);
+    (
+        o.status.code(),
+        out.lines().take(2).collect::<Vec<_>>().join("\n"),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The top two lines of `counting_cast`'s screen at second `s`.
+fn counting_screen(s: u32) -> String {
+    format!("second {s:02}\n{}", "#".repeat((s % 20) as usize + 1))
+}
+
+#[test]
+fn the_seek_index_is_kept_beside_the_recording_and_checked_before_use() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let cast = d.path().join("k1.cast");
+    counting_cast(&cast, 40, 5, 200);
+    std::fs::set_permissions(&cast, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let index = d.path().join("k1.index");
+    let want = |t: &str| -> String {
+        let s = match t.strip_suffix('%') {
+            Some(p) => 200.0 * p.parse::<f64>().unwrap() / 100.0,
+            None => t.parse().unwrap(),
+        };
+        counting_screen(s as u32)
+    };
+
+    // The first play (to the end) builds the whole index and keeps it, as private as the recording.
+    let (code, out, err) = frame_at(&cast, None);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (Some(0), want("200").as_str(), "")
+    );
+    let meta = std::fs::metadata(&index).expect("the first play keeps k1.index");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let built = std::fs::read(&index).unwrap();
+    // Every later play seeks from it to the screen of that time, and leaves it as it is.
+    for t in ["0", "29.5", "31", "61", "99.99", "150", "50%", "90%", "200"] {
+        let (code, out, err) = frame_at(&cast, Some(t));
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (Some(0), want(t).as_str(), ""),
+            "at {t}"
+        );
+    }
+    assert_eq!(std::fs::read(&index).unwrap(), built);
+    assert_eq!(
+        std::fs::metadata(&index).unwrap().modified().unwrap(),
+        meta.modified().unwrap()
+    );
+
+    // A damaged index: said so, rebuilt (to the same bytes), and the next play uses it silently.
+    let mut bad = built.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x20;
+    std::fs::write(&index, &bad).unwrap();
+    let (code, out, err) = frame_at(&cast, None);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), want("200").as_str()),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "the seek index {} is damaged: its checksum does not match",
+            index.display()
+        )) && err.contains("rebuilt it"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&index).unwrap(), built);
+    let (_, out, err) = frame_at(&cast, Some("61"));
+    assert_eq!((out.as_str(), err.as_str()), (want("61").as_str(), ""));
+    // Not an index at all, and one too large to be read.
+    std::fs::write(&index, b"{\"version\": 2}\n").unwrap();
+    let (code, out, err) = frame_at(&cast, Some("99.99"));
+    assert_eq!((code, out.as_str()), (Some(0), want("99.99").as_str()));
+    assert!(
+        err.contains("does not start with the seek index magic"),
+        "{err}"
+    );
+    std::fs::File::create(&index)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    let (code, out, err) = frame_at(&cast, Some("31"));
+    assert_eq!((code, out.as_str()), (Some(0), want("31").as_str()));
+    assert!(
+        err.contains("is damaged") && err.contains("more than the"),
+        "{err}"
+    );
+
+    // A recording changed under its index (same size and mtime, other bytes): stale, rebuilt.
+    frame_at(&cast, None);
+    let mtime = std::fs::metadata(&cast).unwrap().modified().unwrap();
+    let text = std::fs::read_to_string(&cast)
+        .unwrap()
+        .replace("second 1", "SECOND 1");
+    std::fs::write(&cast, &text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&cast)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let (code, out, err) = frame_at(&cast, Some("150"));
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            Some(0),
+            want("150").replace("second 1", "SECOND 1").as_str()
+        )
+    );
+    assert!(
+        err.contains("is stale") && err.contains("rebuilt it"),
+        "{err}"
+    );
+
+    // A recording that grew (a session still going when it was first played): the index goes on from its
+    // last keyframe, silently, and the new end is there.
+    std::fs::remove_file(&cast).unwrap();
+    counting_cast(&cast, 40, 5, 200);
+    frame_at(&cast, Some("100"));
+    let mut more = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&cast)
+        .unwrap();
+    for i in 201..=260u32 {
+        writeln!(
+            more,
+            "[{i}.000000, \"o\", \"\\u001b[1;1Hsecond {i:02}\\u001b[2;1H\\u001b[K{}\"]",
+            "#".repeat((i % 20) as usize + 1)
+        )
+        .unwrap();
+    }
+    drop(more);
+    for t in ["100", "199", "230", "260"] {
+        let (code, out, err) = frame_at(&cast, Some(t));
+        let want = counting_screen(t.parse().unwrap());
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (Some(0), want.as_str(), ""),
+            "at {t}"
+        );
+    }
+}
+
+/// A recording played while `auditrail record` is still writing it: the screen so far (the index of that
+/// prefix is kept); played again once the session ended, the whole of it, the index continued from where
+/// the first play left it, and the same screen as a play that builds the index from scratch.
+#[test]
+fn a_recording_plays_while_the_recorder_writes_it_and_after() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("rec");
+    // Checkpoints every 200 ms flush the `.cast` to disk while the session runs.
+    let config = d.path().join("auditrail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}/data\"\n[recording]\ncheckpoint_interval = \"200ms\"\n",
+            d.path().display()
+        ),
+    )
+    .unwrap();
+    let mut recorder = Command::new(binary())
+        .arg("record")
+        .arg("--config")
+        .arg(&config)
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--socket")
+        .arg(d.path().join("no-agent.sock"))
+        .args([
+            "--sid",
+            "live1",
+            "--",
+            "sh",
+            "-c",
+            "i=1; while [ $i -le 12 ]; do echo tick $i; i=$((i+1)); sleep 0.5; done",
+        ])
+        .env_remove("SSH_ORIGINAL_COMMAND")
+        .env_remove("SSH_TTY")
+        .env_remove("SSH_CONNECTION")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let frame = || {
+        let o = play(&["--frame", "--dir", dir.to_str().unwrap(), "live1"]);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let live = loop {
+        let (_, out, err) = frame();
+        if out.contains("tick 3\n") {
+            break (out, err);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live recording never showed tick 3: {out:?} {err}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        !live.0.contains("tick 12"),
+        "the session ended before it could be played live: {live:?}"
+    );
+    assert!(!dir.join("live1.done").exists());
+    assert!(
+        !live.1.contains("panic"),
+        "a live recording is played as far as it goes: {}",
+        live.1
+    );
+    let status = recorder.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    let text = String::from_utf8(out).unwrap();
-    assert!(
-        text.starts_with("second 3239\n"),
-        "{}",
-        &text[..text.len().min(300)]
-    );
-    assert!(
-        rss <= limit_kib,
-        "seek to 90%: max RSS {rss} KiB on a {size}-byte file"
-    );
-    eprintln!("{size}-byte recording: max RSS {rss} KiB (seek to 90%)");
+    assert!(dir.join("live1.done").exists());
+
+    let (code, after, err) = frame();
+    assert_eq!((code, err.as_str()), (Some(0), ""), "{after}");
+    let ticks: Vec<&str> = after.lines().filter(|l| l.starts_with("tick ")).collect();
+    let want: Vec<String> = (1..=12).map(|i| format!("tick {i}")).collect();
+    assert_eq!(ticks, want, "{after}");
+    // The same screen as a play that builds its index from nothing.
+    let index = dir.join("live1.index");
+    assert!(index.exists());
+    std::fs::remove_file(&index).unwrap();
+    let (_, scratch, _) = frame();
+    assert_eq!(scratch, after);
 }

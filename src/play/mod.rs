@@ -8,6 +8,7 @@
 pub mod cast;
 pub mod export;
 pub mod index;
+pub mod index_file;
 pub mod raw;
 pub mod source;
 pub mod terminal;
@@ -207,28 +208,25 @@ fn run(args: PlayArgs) -> Result<bool, String> {
     };
     let at = args.at.as_deref().map(At::parse).transpose()?;
     if args.frame {
-        let index = SeekIndex::build(&rec.cast, header);
+        let index = SeekIndex::open(&rec.cast, header);
         let t = match at {
             None => f64::INFINITY,
             Some(At::Seconds(s)) => s,
-            Some(p) => p.resolve(index.wait_done()),
+            Some(p) => p.resolve(duration(&index, &rec.cast)),
         };
-        let s = index.seek(t).map_err(|e| e.to_string())?;
+        let s = index.seek(t).map_err(|e| e.to_string());
+        index.finish();
+        let s = s?;
         print!("{}", s.vt.screen().contents());
         println!();
-        let mut problems = s.problems;
-        let total = index.with(|p| {
-            problems.extend(p.problems.iter().cloned());
-            p.problem_count
-        });
-        return Ok(!report(&problems, total));
+        return Ok(!finish_report(&index, s.problems));
     }
     let idle_limit = args.idle_limit.or(header.idle_time_limit);
-    let index = SeekIndex::build(&rec.cast, header);
+    let index = SeekIndex::open(&rec.cast, header);
     let start_at = match at {
         None => 0.0,
         Some(At::Seconds(s)) => s,
-        Some(p) => p.resolve(index.wait_done()),
+        Some(p) => p.resolve(duration(&index, &rec.cast)),
     };
     let outcome = terminal::play(
         &index,
@@ -238,13 +236,39 @@ fn run(args: PlayArgs) -> Result<bool, String> {
             start_at,
             paused: args.paused,
         },
-    )?;
-    let mut problems = outcome.problems;
-    let total = index.with(|p| {
+    );
+    // Whether it ended, was quit or failed: the index keeps what it built for the next play.
+    index.finish();
+    Ok(!finish_report(&index, outcome?.problems))
+}
+
+/// The session's duration, for `--at N%`: the index's when it is complete; for v2 the last event's time
+/// from the tail of the file (so a percent seek on a first play waits only for the index to reach it, not
+/// for all of it); v3's intervals need the whole file, so the index's once built.
+fn duration(index: &SeekIndex, cast: &std::path::Path) -> f64 {
+    if let Some(d) = index.duration() {
+        return d;
+    }
+    if index.header().version == 2 {
+        if let Some(d) = source::last_time_v2(cast) {
+            return d;
+        }
+    }
+    index.wait_done()
+}
+
+/// Reports the playback's and the index's problems and the index's notes (a stored index that was stale,
+/// damaged or could not be written); whether the recording had problems.
+fn finish_report(index: &SeekIndex, mut problems: Vec<Problem>) -> bool {
+    let (total, notes) = index.with(|p| {
         problems.extend(p.problems.iter().cloned());
-        p.problem_count
+        (p.problem_count, p.notes.clone())
     });
-    Ok(!report(&problems, total))
+    let bad = report(&problems, total);
+    for n in notes {
+        eprintln!("auditrail play: {n}");
+    }
+    bad
 }
 
 /// `auditrail export`.

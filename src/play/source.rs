@@ -176,7 +176,7 @@ pub fn summarize(rec: &Recording) -> Summary {
 }
 
 /// The time of the last readable event line of a v2 cast, from its tail.
-fn last_time_v2(path: &Path) -> Option<f64> {
+pub fn last_time_v2(path: &Path) -> Option<f64> {
     let mut f = std::fs::File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
     let from = len.saturating_sub(CAST_TAIL);

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use super::config::AfterUpload;
 use super::scan::KINDS;
 
-/// The session's files present in `dir` (recordings and `.done`).
+/// The session's files present in `dir` (recordings, the players' seek index and `.done`). The index
+/// (`<sid>.index`, written by the first `auditrail play`) is not uploaded — it is rebuilt from the `.cast` —
+/// but holds screens of the session, so it goes wherever the recording goes, never left behind.
 fn session_files(dir: &Path, sid: &str) -> Vec<PathBuf> {
     KINDS
         .iter()
         .copied()
-        .chain(["done"])
+        .chain([crate::play::index_file::EXTENSION, "done"])
         .map(|k| dir.join(format!("{sid}.{k}")))
         .filter(|p| std::fs::symlink_metadata(p).is_ok())
         .collect()
@@ -65,6 +67,7 @@ mod tests {
         for f in [
             "a.raw",
             "a.cast",
+            "a.index",
             "a.done",
             "b.raw",
             "b.done",
@@ -77,7 +80,10 @@ mod tests {
         assert!(d.join("a.raw").exists());
         apply(&AfterUpload::Delete, d, "a").unwrap();
         assert!(
-            !d.join("a.raw").exists() && !d.join("a.done").exists() && !d.join("a.cast").exists()
+            !d.join("a.raw").exists()
+                && !d.join("a.done").exists()
+                && !d.join("a.cast").exists()
+                && !d.join("a.index").exists()
         );
         let to = d.join("uploaded");
         apply(&AfterUpload::Move(to.clone()), d, "b").unwrap();
