@@ -1,7 +1,8 @@
 //! The ebpf source against the real kernel: real programs attached, real processes in real session cgroups,
-//! real sockets. Each test makes its own cgroup under the cgroup v2 mount and announces it with a
-//! `session.start` through the agent's unix source, as the recorder does; the agent mirrors it into its
-//! kernel filter.
+//! real sockets. Each test makes its own session cgroup where the agent keeps them (`<cgroup v2 mount>/
+//! <[sessions] cgroup_parent>/<sid>`, a parent of the test's own) and announces it with a `session.start`
+//! through the agent's unix source, as the recorder does; the agent checks the id against that directory and
+//! mirrors it into its kernel filter.
 //!
 //! Needs root (bpf(), cgroups): not root and `AUDITRAIL_REQUIRE_EBPF` unset, the tests print why and return;
 //! with it set (CI), they fail. Nothing here needs clang or bpftool: the agent carries its compiled object.
@@ -30,19 +31,31 @@ fn ebpf_or_skip(what: &str) -> bool {
     false
 }
 
-/// A cgroup of this test's own, removed when dropped (once its processes are gone).
+/// The test's own `[sessions] cgroup_parent`.
+fn parent_name() -> String {
+    format!("auditrail-it-ebpf-{}", std::process::id())
+}
+
+/// A session cgroup (`<mount>/<parent_name()>/<sid>`), removed when dropped (once its processes are gone).
 struct TestCgroup {
     path: PathBuf,
     id: u64,
 }
 
 impl TestCgroup {
-    fn new(tag: &str) -> TestCgroup {
-        let path = cgroup2_mount().join(format!("auditrail-it-ebpf-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir(&path);
-        std::fs::create_dir(&path).unwrap();
-        let id = std::fs::metadata(&path).unwrap().ino();
-        TestCgroup { path, id }
+    fn new(sid: &str) -> TestCgroup {
+        TestCgroup::at(&cgroup2_mount().join(parent_name()).join(sid))
+    }
+
+    /// A cgroup anywhere (a session cgroup only when under the test's parent).
+    fn at(path: &Path) -> TestCgroup {
+        let _ = std::fs::remove_dir(path);
+        std::fs::create_dir_all(path).unwrap();
+        let id = std::fs::metadata(path).unwrap().ino();
+        TestCgroup {
+            path: path.to_path_buf(),
+            id,
+        }
     }
 
     /// Makes `cmd` join this cgroup between fork and exec, so its exec is already inside.
@@ -58,17 +71,24 @@ impl Drop for TestCgroup {
     fn drop(&mut self) {
         for _ in 0..100 {
             if std::fs::remove_dir(&self.path).is_ok() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        // The parent goes with the test's last session cgroup (it fails while another one is still there).
+        if let Some(parent) = self.path.parent() {
+            if parent.file_name().is_some_and(|n| n == parent_name().as_str()) {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
     }
 }
 
 fn config(d: &Path, api: u16, ebpf: &str) -> String {
     format!(
-        "data_dir = \"{d}/data\"\n[api]\naddress = \"127.0.0.1:{api}\"\n[sources.local]\ntype = \"unix\"\npath = \"{d}/data/events.sock\"\n[sources.host]\ntype = \"ebpf\"\nserver_id = \"this-host\"\n{ebpf}\n[sinks.out]\ntype = \"file\"\ninputs = [\"local\", \"host\"]\npath = \"{d}/out/e.ndjson\"\n",
-        d = d.display()
+        "data_dir = \"{d}/data\"\n[api]\naddress = \"127.0.0.1:{api}\"\n[sources.local]\ntype = \"unix\"\npath = \"{d}/data/events.sock\"\n[sources.host]\ntype = \"ebpf\"\nserver_id = \"this-host\"\n{ebpf}\n[sinks.out]\ntype = \"file\"\ninputs = [\"local\", \"host\"]\npath = \"{d}/out/e.ndjson\"\n[sessions]\ncgroup_parent = \"{parent}\"\nsweep_interval = \"1h\"\n",
+        d = d.display(),
+        parent = parent_name()
     )
 }
 
@@ -116,8 +136,8 @@ fn session_events_are_exact(scope: &str) {
         &config(d, api, &format!("scope = \"{scope}\"\nrate_limit = 0")),
         api,
     );
-    let cg = TestCgroup::new(&format!("exact-{scope}"));
     let sid = format!("sid-exact-{scope}");
+    let cg = TestCgroup::new(&sid);
     start_session(d, &sid, cg.id);
 
     let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -274,9 +294,13 @@ fn outside_processes_are_not_reported_in_sessions_scope_but_their_children_insid
     let d = dir.path();
     let api = free_port();
     let agent = Agent::start(d, &config(d, api, "rate_limit = 0"), api);
-    let cg = TestCgroup::new("outside");
     let sid = "sid-outside";
+    let cg = TestCgroup::new(sid);
     start_session(d, sid, cg.id);
+    // A forged start: a cgroup that is not a session cgroup (outside the parent), claimed for a sid. Its
+    // processes must stay unreported, and it must not be taken as the session's.
+    let forged = TestCgroup::at(&cgroup2_mount().join(format!("{}-forged", parent_name())));
+    start_session(d, "sid-forged", forged.id);
     let outside = d.join("outside-marker");
     let inside = d.join("inside-marker");
     std::fs::write(&outside, "o").unwrap();
@@ -295,6 +319,10 @@ fn outside_processes_are_not_reported_in_sessions_scope_but_their_children_insid
         .status()
         .unwrap();
     assert!(st.success());
+    let mut in_forged = Command::new("/usr/bin/cat");
+    in_forged.arg(&outside).stdout(std::process::Stdio::null());
+    forged.enter(&mut in_forged);
+    assert!(in_forged.status().unwrap().success());
     let inside_s = inside.display().to_string();
     wait_for(Duration::from_secs(10), "the inside open", || {
         events(d)
@@ -316,7 +344,15 @@ fn outside_processes_are_not_reported_in_sessions_scope_but_their_children_insid
     let outside_s = outside.display().to_string();
     assert!(
         !all.iter().any(|e| e.to_string().contains(&outside_s)),
-        "nothing of the outside process"
+        "nothing of the outside process, nor of the forged session's cgroup"
+    );
+    assert!(
+        metric_sum(
+            &agent.metrics(),
+            "auditrail_sessions_directory_refused_total",
+            &[("reason", "no_cgroup")]
+        ) >= 1.0,
+        "the forged start was refused"
     );
     let cmds = of_session(&all, sid, "session.command");
     assert_eq!(cmds.len(), 1, "{cmds:?}");
@@ -425,8 +461,8 @@ fn an_exec_storm_with_a_tiny_ring_buffer_loses_nothing_uncounted() {
         ),
         api,
     );
-    let cg = TestCgroup::new("storm");
     let sid = "sid-storm";
+    let cg = TestCgroup::new(sid);
     start_session(d, sid, cg.id);
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")

@@ -180,7 +180,15 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
     let mut source_tasks = JoinSet::new();
     // After the buffers are open (and have fsynced what they recovered), before any source reads.
     let mut resume = sources::file::resume::gather(&config);
-    let directory = crate::sessions::directory::Directory::new();
+    // Session cgroups are where `[sessions]` makes them, or where a recorder running as root makes them
+    // without the agent (the default parent); the directory takes only those.
+    let cgroup_base = match &config.sessions {
+        Some(c) => c.cgroups(),
+        None => crate::sessions::cgroup::CgroupRoot::discover(),
+    }
+    .ok()
+    .map(|r| r.base().to_path_buf());
+    let directory = crate::sessions::directory::Directory::new(cgroup_base);
     for (name, source) in &config.sources {
         let outputs = config
             .sinks

@@ -5,11 +5,20 @@
 //! session cgroup ids into its kernel filter map as they come and go, before the `session.start` that
 //! announced them reaches any sink.
 //!
+//! Trusted only as far as the kernel confirms it: a `session.start` can come from anyone allowed to write to a
+//! source, so its `cgroup_id` is taken only when it is the id of `<session cgroups>/<sid>` (the directory the
+//! agent's sessions socket, or a recorder running as root, made for that sid: see [`crate::sessions::cgroup`]).
+//! Otherwise a forged start could pin another session's host events on a user of its choosing, or put any
+//! cgroup (the host's root) into the kernel filter. A refused start is counted
+//! (`auditrail_sessions_directory_refused_total{reason}`) and logged; the event itself still flows.
+//!
 //! Bounded: at most [`MAX_SESSIONS`] sessions; beyond it a start is refused, counted
 //! (`auditrail_sessions_directory_refused_total`) and logged. An ended session stays [`GRACE`] longer, so that
 //! host events still in the ring buffer when `session.end` passes are still tied to it.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,15 +62,52 @@ struct Inner {
 }
 
 /// See the module documentation. Cloned handles share one directory.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Directory {
     inner: Arc<Mutex<Inner>>,
+    /// Where session cgroups are (`<mount>/<parent>`); `None`: no cgroup v2 here, so no start is taken.
+    base: Option<Arc<PathBuf>>,
+}
+
+/// Why a `session.start`'s cgroup was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Its sid cannot name a session cgroup.
+    BadSid,
+    /// No session cgroup of that sid exists (any more).
+    NoCgroup,
+    /// The session cgroup of that sid has another id: a forged or stale start.
+    OtherCgroup,
+}
+
+impl Refused {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refused::BadSid => "bad_sid",
+            Refused::NoCgroup => "no_cgroup",
+            Refused::OtherCgroup => "other_cgroup",
+        }
+    }
 }
 
 impl Directory {
-    /// An empty directory.
-    pub fn new() -> Directory {
-        Directory::default()
+    /// An empty directory that takes a session's cgroup only when it is `<base>/<sid>` (`None`: takes none).
+    pub fn new(base: Option<PathBuf>) -> Directory {
+        Directory {
+            inner: Arc::default(),
+            base: base.map(Arc::new),
+        }
+    }
+
+    /// Whether `cgroup_id` is the id of the session cgroup the agent would have made for `sid`.
+    fn confirm(&self, sid: &str, cgroup_id: u64) -> Result<(), Refused> {
+        let base = self.base.as_deref().ok_or(Refused::NoCgroup)?;
+        crate::sessions::sid::validate(sid).map_err(|_| Refused::BadSid)?;
+        match std::fs::symlink_metadata(base.join(sid)) {
+            Ok(m) if m.is_dir() && m.ino() == cgroup_id => Ok(()),
+            Ok(_) => Err(Refused::OtherCgroup),
+            Err(_) => Err(Refused::NoCgroup),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -110,13 +156,24 @@ impl Directory {
             login: text("login"),
             server_id: text("server_id"),
         };
+        if let Err(why) = self.confirm(&session.sid, cgroup_id) {
+            metrics::counter!("auditrail_sessions_directory_refused_total", "reason" => why.as_str())
+                .increment(1);
+            if why == Refused::OtherCgroup {
+                tracing::warn!(sid = %session.sid, cgroup_id, reason = why.as_str(), "a session.start names a cgroup that is not its session's: its host events are not tied to it (a forged event, or a stale one)");
+            } else {
+                tracing::info!(sid = %session.sid, cgroup_id, reason = why.as_str(), "a session.start's cgroup is not a live session cgroup here: its host events are not tied to it");
+            }
+            return;
+        }
         let mut inner = self.lock();
         let now = Instant::now();
         inner
             .by_cgroup
             .retain(|_, s| s.ended.is_none_or(|t| now.duration_since(t) < GRACE));
         if !inner.by_cgroup.contains_key(&cgroup_id) && inner.by_cgroup.len() >= MAX_SESSIONS {
-            metrics::counter!("auditrail_sessions_directory_refused_total").increment(1);
+            metrics::counter!("auditrail_sessions_directory_refused_total", "reason" => "full")
+                .increment(1);
             tracing::warn!(sid = %session.sid, cgroup_id, max = MAX_SESSIONS, "session directory full: host events of this session are not tied to it");
             return;
         }
@@ -172,18 +229,44 @@ mod tests {
         }
     }
 
+    /// A directory whose session cgroups are plain directories of a temporary base (the check is the same:
+    /// the id is the inode of `<base>/<sid>`).
+    fn with_sessions(sids: &[&str]) -> (tempfile::TempDir, Directory, Vec<u64>) {
+        let base = tempfile::tempdir().unwrap();
+        let ids = sids
+            .iter()
+            .map(|s| {
+                let p = base.path().join(s);
+                std::fs::create_dir(&p).unwrap();
+                std::fs::metadata(&p).unwrap().ino()
+            })
+            .collect();
+        let d = Directory::new(Some(base.path().to_path_buf()));
+        (base, d, ids)
+    }
+
+    fn start(sid: &str, cgroup_id: u64) -> Event {
+        ev(&format!(
+            r#"{{"event":"session.start","time":"2024-01-01T00:00:00Z","sid":"{sid}","user":"alice","login":"root","server_id":"n1","cgroup_id":{cgroup_id}}}"#
+        ))
+    }
+
     #[test]
     fn start_and_end_fill_and_tell() {
-        let d = Directory::new();
+        let (_base, d, ids) = with_sessions(&["s1"]);
+        let id = ids[0];
         let log = Arc::new(Log::default());
         d.watch(log.clone());
         d.observe(&[
-            ev(r#"{"event":"session.start","time":"2024-01-01T00:00:00Z","sid":"s1","user":"alice","login":"root","server_id":"n1","cgroup_id":42}"#),
+            start("s1", id),
             ev(r#"{"event":"session.start","time":"2024-01-01T00:00:00Z","sid":"s2","cgroup_id":null}"#),
-            ev(r#"{"event":"exec","time":"2024-01-01T00:00:00Z","sid":"s1","cgroup_id":43}"#),
+            ev(&format!(
+                r#"{{"event":"exec","time":"2024-01-01T00:00:00Z","sid":"s1","cgroup_id":{}}}"#,
+                id + 1
+            )),
         ]);
         assert_eq!(
-            d.get(42),
+            d.get(id),
             Some(HostSession {
                 sid: "s1".into(),
                 user: "alice".into(),
@@ -191,17 +274,44 @@ mod tests {
                 server_id: "n1".into()
             })
         );
-        assert_eq!(d.get(43), None);
+        assert_eq!(d.get(id + 1), None);
         d.observe(&[ev(
             r#"{"event":"session.end","time":"2024-01-01T00:00:01Z","sid":"s1"}"#,
         )]);
-        assert_eq!(d.get(42).unwrap().sid, "s1", "kept for the grace period");
-        assert_eq!(*log.0.lock().unwrap(), vec![(true, 42), (false, 42)]);
+        assert_eq!(d.get(id).unwrap().sid, "s1", "kept for the grace period");
+        assert_eq!(*log.0.lock().unwrap(), vec![(true, id), (false, id)]);
         let late = Arc::new(Log::default());
         d.watch(late.clone());
         assert!(
             late.0.lock().unwrap().is_empty(),
             "an ended session is not announced"
         );
+    }
+
+    #[test]
+    fn a_start_is_taken_only_for_its_own_session_cgroup() {
+        let (base, d, ids) = with_sessions(&["mine", "other"]);
+        let (mine, other) = (ids[0], ids[1]);
+        let outside = std::fs::metadata(base.path()).unwrap().ino();
+        let log = Arc::new(Log::default());
+        d.watch(log.clone());
+        assert_eq!(d.confirm("mine", other), Err(Refused::OtherCgroup));
+        assert_eq!(d.confirm("gone", mine), Err(Refused::NoCgroup));
+        assert_eq!(d.confirm("..", outside), Err(Refused::BadSid));
+        assert_eq!(d.confirm("a/b", mine), Err(Refused::BadSid));
+        d.observe(&[
+            start("mine", other),   // another session's cgroup, claimed by a forged start
+            start("..", outside),   // the parent of every session cgroup
+            start("nosuch", mine),  // a sid with no cgroup
+        ]);
+        assert_eq!(d.get(other), None);
+        assert_eq!(d.get(outside), None);
+        assert_eq!(d.get(mine), None);
+        assert!(log.0.lock().unwrap().is_empty(), "nothing reached the kernel filter");
+        d.observe(&[start("mine", mine)]);
+        assert_eq!(d.get(mine).unwrap().sid, "mine");
+        std::os::unix::fs::symlink(base.path().join("other"), base.path().join("link")).unwrap();
+        assert_eq!(d.confirm("link", other), Err(Refused::OtherCgroup), "a symlink is not a session cgroup");
+        assert_eq!(Directory::new(None).confirm("mine", mine), Err(Refused::NoCgroup));
     }
 }
