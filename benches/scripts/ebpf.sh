@@ -22,7 +22,7 @@ runs=1
 work=$(mktemp -d)
 cleanup() {
     [ -n "${tracer_pid:-}" ] && kill "$tracer_pid" 2>/dev/null || true
-    rm -rf "$work"
+    [ -n "${KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
 }
 trap cleanup EXIT
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
@@ -37,7 +37,7 @@ hz=$(getconf CLK_TCK)
 # Runs workload $1 under /usr/bin/time; prints "wall cpu".
 run_load() {
     /usr/bin/time -f "%e %U %S" -o "$work/time" /bin/sh -c "$1" >/dev/null
-    awk '{printf "%.2f %.2f", $1, $2 + $3}' "$work/time"
+    awk '{printf "%.2f %.2f\n", $1, $2 + $3}' "$work/time"
 }
 
 start_auditrail() {
@@ -101,7 +101,7 @@ for load in exec open; do
     sleep 2
     t1=$(ticks "$tracer_pid"); n1=$(grep -c "^$load " "$work/bpftrace.out" || true)
     stop_tracer
-    blost=$(grep -o "Lost [0-9]* events" "$work/bpftrace.out" | awk '{s+=$2} END {print s+0}')
+    blost=$({ grep -o "Lost [0-9]* events" "$work/bpftrace.out" || true; } | awk '{s+=$2} END {print s+0}')
     awk -v w="$wall" -v c="$cpu" -v t=$((t1 - t0)) -v hz="$hz" -v ev=$((n1 - n0)) -v lost="$blost" -v l="$load" \
         'BEGIN {printf "| %s | bpftrace | %s | %s | %.2f | %d | %.0f | %.2f |\n", l, w, c, t/hz, ev, ev/w, (ev+lost ? 100*lost/(ev+lost) : 0)}'
 done

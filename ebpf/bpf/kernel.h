@@ -58,6 +58,13 @@ static long (*bpf_probe_read_kernel_str)(void *dst, __u32 size, const void *src)
 static __u64 (*bpf_get_current_ancestor_cgroup_id)(int level) = (void *)123;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
+static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *)134;
+
+/* bpf_ringbuf_submit flags and bpf_ringbuf_query questions (include/uapi/linux/bpf.h). */
+#define BPF_RB_NO_WAKEUP 1
+#define BPF_RB_FORCE_WAKEUP 2
+#define BPF_RB_AVAIL_DATA 0
+#define BPF_RB_RING_SIZE 1
 
 /* Reads a kernel value through a CO-RE-relocated address. */
 #define KREAD(dst, src) bpf_probe_read_kernel(&(dst), sizeof(dst), &(src))

@@ -8,7 +8,8 @@
 //! - Filter: in scope `sessions` the kernel reports only tasks in a session cgroup or below one; the session
 //!   cgroup ids come from the session directory ([`crate::sessions::directory`]), mirrored into the kernel
 //!   map by a watcher as sessions start and end.
-//! - Read: the ring buffer, woken by epoll ([`tokio::io::unix::AsyncFd`]), in batches to the fan-out; a full
+//! - Read: the ring buffer, every [`DRAIN_EVERY`] and when the kernel wakes the reader (epoll through
+//!   [`tokio::io::unix::AsyncFd`], once an eighth of the ring is filled), in batches to the fan-out; a full
 //!   pipeline stops the reading, the ring fills, and what the kernel cannot write is counted there.
 //! - Account ([`report`]): every second, the kernel's per-CPU counters become
 //!   `auditrail_ebpf_seen_events_total` / `auditrail_ebpf_lost_events_total`, and new losses (ring buffer full,
@@ -38,6 +39,11 @@ use crate::sessions::directory::{Directory, Watcher};
 
 /// Records read before a batch goes to the fan-out.
 const BATCH: usize = 1024;
+
+/// How often the ring buffer is drained without a wakeup. The programs wake the reader only once an eighth of
+/// the ring is filled (a wakeup per record costs the traced task an irq_work and this task a context switch
+/// per event), so this bounds how long a record waits on a quiet host.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
 /// The most bytes one event of this source has (argv of 1 KiB, every byte escaped, stays well below).
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -142,9 +148,21 @@ impl Reader {
         let mut shutdown = self.cx.shutdown.clone();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
+        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
+                _ = drain_tick.tick() => {
+                    loop {
+                        let batch = self.drain(ring.get_mut());
+                        let more = batch.len() == BATCH;
+                        self.send(batch).await;
+                        if !more {
+                            break;
+                        }
+                    }
+                }
                 _ = tick.tick() => {
                     let dropped = self.report.tick(&stats);
                     if let Some(l) = &self.limiter {
