@@ -77,7 +77,10 @@ impl Drop for TestCgroup {
         }
         // The parent goes with the test's last session cgroup (it fails while another one is still there).
         if let Some(parent) = self.path.parent() {
-            if parent.file_name().is_some_and(|n| n == parent_name().as_str()) {
+            if parent
+                .file_name()
+                .is_some_and(|n| n == parent_name().as_str())
+            {
                 let _ = std::fs::remove_dir(parent);
             }
         }

@@ -300,18 +300,28 @@ mod tests {
         assert_eq!(d.confirm("..", outside), Err(Refused::BadSid));
         assert_eq!(d.confirm("a/b", mine), Err(Refused::BadSid));
         d.observe(&[
-            start("mine", other),   // another session's cgroup, claimed by a forged start
-            start("..", outside),   // the parent of every session cgroup
-            start("nosuch", mine),  // a sid with no cgroup
+            start("mine", other),  // another session's cgroup, claimed by a forged start
+            start("..", outside),  // the parent of every session cgroup
+            start("nosuch", mine), // a sid with no cgroup
         ]);
         assert_eq!(d.get(other), None);
         assert_eq!(d.get(outside), None);
         assert_eq!(d.get(mine), None);
-        assert!(log.0.lock().unwrap().is_empty(), "nothing reached the kernel filter");
+        assert!(
+            log.0.lock().unwrap().is_empty(),
+            "nothing reached the kernel filter"
+        );
         d.observe(&[start("mine", mine)]);
         assert_eq!(d.get(mine).unwrap().sid, "mine");
         std::os::unix::fs::symlink(base.path().join("other"), base.path().join("link")).unwrap();
-        assert_eq!(d.confirm("link", other), Err(Refused::OtherCgroup), "a symlink is not a session cgroup");
-        assert_eq!(Directory::new(None).confirm("mine", mine), Err(Refused::NoCgroup));
+        assert_eq!(
+            d.confirm("link", other),
+            Err(Refused::OtherCgroup),
+            "a symlink is not a session cgroup"
+        );
+        assert_eq!(
+            Directory::new(None).confirm("mine", mine),
+            Err(Refused::NoCgroup)
+        );
     }
 }
