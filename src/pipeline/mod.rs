@@ -214,15 +214,18 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
             None => Fanout::new(outputs),
         };
         let status = components.source(name);
+        let shared = sources::Shared {
+            data_dir: config.data_dir.clone(),
+            shutdown: shutdown.clone(),
+            sessions: directory.clone(),
+        };
         let task = match sources::build(
             name,
             source,
-            config.data_dir.clone(),
+            shared,
             fanout,
-            shutdown.clone(),
             resume.remove(name),
             dead_letter,
-            directory.clone(),
         )
         .await
         {

@@ -122,20 +122,33 @@ pub struct SourceContext {
 /// A running source: completes after shutdown once its final checkpoint is written.
 pub type SourceTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
+/// What every source of one agent shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// The agent's data_dir.
+    pub data_dir: PathBuf,
+    /// Fires on SIGTERM.
+    pub shutdown: Shutdown,
+    /// The agent's one cgroup → session directory, which every source's accepted events fill.
+    pub sessions: crate::sessions::directory::Directory,
+}
+
 /// Prepares the source (binds sockets, loads checkpoints) and returns the task that runs it. `resume` is what the
 /// sinks' disk buffers hold of a file source's files ([`file::resume::gather`]); other sources ignore it.
 /// `dead_letter` is where its invalid input goes ([`ingest::dead_letter_path`], bounded by `[dead_letter]`).
-/// `sessions` is the agent's one session directory, which every source's accepted events fill.
 pub async fn build(
     name: &str,
     config: &SourceConfig,
-    data_dir: PathBuf,
+    shared: Shared,
     fanout: Fanout,
-    shutdown: Shutdown,
     resume: Option<file::ResumeHints>,
     dead_letter: Arc<auditrail_core::dead_letter::DeadLetter>,
-    sessions: crate::sessions::directory::Directory,
 ) -> Result<SourceTask, SourceError> {
+    let Shared {
+        data_dir,
+        shutdown,
+        sessions,
+    } = shared;
     let ingest = Arc::new(
         Ingest::new(name, config.max_line_bytes(), &data_dir)
             .with_dead_letter(dead_letter)
