@@ -40,11 +40,28 @@ fn parent_name() -> String {
 struct TestCgroup {
     path: PathBuf,
     id: u64,
+    /// A process parked inside, so that the agent's sweep (which removes empty session cgroups no live
+    /// session of its own holds, first right at its start) leaves the cgroup alone.
+    parked: Option<std::process::Child>,
 }
 
 impl TestCgroup {
     fn new(sid: &str) -> TestCgroup {
-        TestCgroup::at(&cgroup2_mount().join(parent_name()).join(sid))
+        let mut cg = TestCgroup::at(&cgroup2_mount().join(parent_name()).join(sid));
+        let mut sleeper = Command::new("/bin/sleep");
+        sleeper.arg("600");
+        cg.enter(&mut sleeper);
+        let child = sleeper.spawn().unwrap();
+        wait_for(
+            Duration::from_secs(5),
+            "the parked process in the cgroup",
+            || {
+                std::fs::read_to_string(cg.path.join("cgroup.procs"))
+                    .is_ok_and(|p| p.lines().any(|l| l == child.id().to_string()))
+            },
+        );
+        cg.parked = Some(child);
+        cg
     }
 
     /// A cgroup anywhere (a session cgroup only when under the test's parent).
@@ -55,6 +72,7 @@ impl TestCgroup {
         TestCgroup {
             path: path.to_path_buf(),
             id,
+            parked: None,
         }
     }
 
@@ -69,6 +87,10 @@ impl TestCgroup {
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
+        if let Some(mut p) = self.parked.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
         for _ in 0..100 {
             if std::fs::remove_dir(&self.path).is_ok() {
                 break;
