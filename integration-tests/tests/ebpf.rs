@@ -20,23 +20,10 @@ use auditrail_integration_tests::*;
 use serde_json::Value;
 
 fn ebpf_or_skip(what: &str) -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    println!("not root: {what} not run");
-    assert!(
-        std::env::var_os("AUDITRAIL_REQUIRE_EBPF").is_none(),
-        "root (for eBPF) is required but missing"
-    );
-    false
+    root_or_skip_as(what, "AUDITRAIL_REQUIRE_EBPF")
 }
 
-/// The test's own `[sessions] cgroup_parent`.
-fn parent_name() -> String {
-    format!("auditrail-it-ebpf-{}", std::process::id())
-}
-
-/// A session cgroup (`<mount>/<parent_name()>/<sid>`), removed when dropped (once its processes are gone).
+/// A session cgroup (`<parent>/<sid>`), removed when dropped (once its processes are gone).
 struct TestCgroup {
     path: PathBuf,
     id: u64,
@@ -46,8 +33,8 @@ struct TestCgroup {
 }
 
 impl TestCgroup {
-    fn new(sid: &str) -> TestCgroup {
-        let mut cg = TestCgroup::at(&cgroup2_mount().join(parent_name()).join(sid));
+    fn new(parent: &CgroupParent, sid: &str) -> TestCgroup {
+        let mut cg = TestCgroup::at(&parent.path().join(sid));
         let mut sleeper = Command::new("/bin/sleep");
         sleeper.arg("600");
         cg.enter(&mut sleeper);
@@ -97,23 +84,14 @@ impl Drop for TestCgroup {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        // The parent goes with the test's last session cgroup (it fails while another one is still there).
-        if let Some(parent) = self.path.parent() {
-            if parent
-                .file_name()
-                .is_some_and(|n| n == parent_name().as_str())
-            {
-                let _ = std::fs::remove_dir(parent);
-            }
-        }
     }
 }
 
-fn config(d: &Path, api: u16, ebpf: &str) -> String {
+fn config(d: &Path, api: u16, ebpf: &str, parent: &CgroupParent) -> String {
     format!(
-        "data_dir = \"{d}/data\"\n[api]\naddress = \"127.0.0.1:{api}\"\n[sources.local]\ntype = \"unix\"\npath = \"{d}/data/events.sock\"\n[sources.host]\ntype = \"ebpf\"\nserver_id = \"this-host\"\n{ebpf}\n[sinks.out]\ntype = \"file\"\ninputs = [\"local\", \"host\"]\npath = \"{d}/out/e.ndjson\"\n[sessions]\ncgroup_parent = \"{parent}\"\nsweep_interval = \"1h\"\n",
+        "data_dir = \"{d}/data\"\n[api]\naddress = \"127.0.0.1:{api}\"\n[sources.local]\ntype = \"unix\"\npath = \"{d}/data/events.sock\"\n[sources.host]\ntype = \"ebpf\"\nserver_id = \"this-host\"\n{ebpf}\n[sinks.out]\ntype = \"file\"\ninputs = [\"local\", \"host\"]\npath = \"{d}/out/e.ndjson\"\n[sessions]\n{parent}sweep_interval = \"1h\"\n",
         d = d.display(),
-        parent = parent_name()
+        parent = parent.toml()
     )
 }
 
@@ -156,13 +134,19 @@ fn session_events_are_exact(scope: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let api = free_port();
+    let parent = CgroupParent::new("ebpf");
     let agent = Agent::start(
         d,
-        &config(d, api, &format!("scope = \"{scope}\"\nrate_limit = 0")),
+        &config(
+            d,
+            api,
+            &format!("scope = \"{scope}\"\nrate_limit = 0"),
+            &parent,
+        ),
         api,
     );
     let sid = format!("sid-exact-{scope}");
-    let cg = TestCgroup::new(&sid);
+    let cg = TestCgroup::new(&parent, &sid);
     start_session(d, &sid, cg.id);
 
     let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -318,13 +302,14 @@ fn outside_processes_are_not_reported_in_sessions_scope_but_their_children_insid
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let api = free_port();
-    let agent = Agent::start(d, &config(d, api, "rate_limit = 0"), api);
+    let parent = CgroupParent::new("ebpf");
+    let agent = Agent::start(d, &config(d, api, "rate_limit = 0", &parent), api);
     let sid = "sid-outside";
-    let cg = TestCgroup::new(sid);
+    let cg = TestCgroup::new(&parent, sid);
     start_session(d, sid, cg.id);
     // A forged start: a cgroup that is not a session cgroup (outside the parent), claimed for a sid. Its
     // processes must stay unreported, and it must not be taken as the session's.
-    let forged = TestCgroup::at(&cgroup2_mount().join(format!("{}-forged", parent_name())));
+    let forged = TestCgroup::at(&cgroup2_mount().join(format!("{}-forged", parent.name())));
     start_session(d, "sid-forged", forged.id);
     let outside = d.join("outside-marker");
     let inside = d.join("inside-marker");
@@ -393,6 +378,7 @@ fn without_capabilities_the_source_fails_clearly_and_the_agent_runs_on() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let api = free_port();
+    let parent = CgroupParent::new("ebpf");
     // setpriv (util-linux) runs the agent as root with every capability dropped.
     let wrapper = d.join("unprivileged.sh");
     std::fs::write(
@@ -405,7 +391,7 @@ fn without_capabilities_the_source_fails_clearly_and_the_agent_runs_on() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let mut agent = Agent::start_binary(&wrapper, d, &config(d, api, ""), api, |_| {});
+    let mut agent = Agent::start_binary(&wrapper, d, &config(d, api, "", &parent), api, |_| {});
     wait_for(Duration::from_secs(10), "the source marked failed", || {
         http("GET", api, "/ready", &[], b"").is_ok_and(|(_, b)| b.contains("\"failed\""))
     });
@@ -477,17 +463,19 @@ fn an_exec_storm_with_a_tiny_ring_buffer_loses_nothing_uncounted() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let api = free_port();
+    let parent = CgroupParent::new("ebpf");
     let agent = Agent::start(
         d,
         &config(
             d,
             api,
             "events = [\"exec\"]\nring_buffer_size = \"4KiB\"\nrate_limit = 0",
+            &parent,
         ),
         api,
     );
     let sid = "sid-storm";
-    let cg = TestCgroup::new(sid);
+    let cg = TestCgroup::new(&parent, sid);
     start_session(d, sid, cg.id);
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
