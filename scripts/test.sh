@@ -48,6 +48,8 @@ export AUDITRAIL_REQUIRE_SYSTEMD=1
 export AUDITRAIL_REQUIRE_ROOT=1
 export AUDITRAIL_REQUIRE_OPENSEARCH=1
 export AUDITRAIL_REQUIRE_S3=1
+# The ebpf tests load the committed eBPF object into the running kernel (root, BTF): no clang or bpftool.
+export AUDITRAIL_REQUIRE_EBPF=1
 # The Kafka tests run librdkafka's mock cluster as this workspace's own kafka-mock binary: nothing to install.
 export AUDITRAIL_REQUIRE_KAFKA=1
 # The splunk_hec tests use curl (Debian's) as the HEC client; integration-tests/peers/curl/install gets it.

@@ -175,6 +175,15 @@ fn validate(path: &Path) -> anyhow::Result<()> {
             );
         }
     }
+    // What an ebpf source needs of the host, checked without loading anything: the agent would run with the
+    // source failed, so this is a warning, not an invalid config.
+    for (name, source) in &config.sources {
+        if let auditrail::sources::SourceConfig::Ebpf(_) = source {
+            if let Err(e) = auditrail_ebpf::loader::preflight() {
+                eprintln!("warning: source `{name}`: {e}");
+            }
+        }
+    }
     println!(
         "{}: ok ({} sources, {} sinks)",
         path.display(),

@@ -6,13 +6,18 @@ use std::path::{Path, PathBuf};
 /// True when running as root. Otherwise prints that `what` is not run and returns false, unless
 /// `AUDITRAIL_REQUIRE_ROOT` is set (as CI does): then a missing root fails the test.
 pub fn root_or_skip(what: &str) -> bool {
+    root_or_skip_as(what, "AUDITRAIL_REQUIRE_ROOT")
+}
+
+/// [`root_or_skip`] with another switch: `require` set (as CI does), a missing root fails the test.
+pub fn root_or_skip_as(what: &str, require: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
     println!("not root: {what} not run");
     assert!(
-        std::env::var_os("AUDITRAIL_REQUIRE_ROOT").is_none(),
-        "root is required but missing"
+        std::env::var_os(require).is_none(),
+        "root is required ({require} is set) but missing"
     );
     false
 }

@@ -22,7 +22,7 @@ pub mod players;
 pub mod recordings;
 pub mod s3;
 
-pub use cgroups::{cgroup2_mount, root_or_skip, CgroupParent};
+pub use cgroups::{cgroup2_mount, root_or_skip, root_or_skip_as, CgroupParent};
 use peer_process::PeerProcess;
 
 /// Path of the agent binary, building it on first use when `AUDITRAIL_BIN` is not set.

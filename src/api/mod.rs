@@ -1,6 +1,7 @@
 //! The agent's HTTP API: `/metrics` (Prometheus text), `/health` and `/ready`.
 //!
-//! - `/health`: 200 `{"status":"ok"}` as long as the process serves HTTP (liveness).
+//! - `/health`: 200 `{"status":"ok"}` as long as the process serves HTTP (liveness); a component that failed
+//!   for good (an ebpf source on a host without privilege or BTF) is named under `"failed"` with its error.
 //! - `/ready`: 200 when every source is running and every sink has made contact with its destination at least
 //!   once (and has not stopped), else 503; the body names each component's state either way (readiness, for a
 //!   load balancer, systemd's `ExecStartPost` or a dashboard). The rule and the states are those of
@@ -71,10 +72,31 @@ async fn metrics() -> impl IntoResponse {
     }
 }
 
-async fn health() -> impl IntoResponse {
+async fn health(State(components): State<Registry>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        "{\"status\":\"ok\"}\n",
+        health_body(&components),
+    )
+}
+
+/// The `/health` body: `{"status":"ok"}`, plus `"failed"` naming each source and sink that stopped for good
+/// with its error (the process is alive either way: a failed ebpf source leaves the rest running).
+pub fn health_body(components: &Registry) -> String {
+    let snap = components.snapshot();
+    let failed: serde_json::Map<String, serde_json::Value> = snap
+        .sources
+        .iter()
+        .map(|(n, e)| (format!("source {n}"), e))
+        .chain(snap.sinks.iter().map(|(n, e)| (format!("sink {n}"), e)))
+        .filter(|(_, e)| e.state == auditrail_core::status::State::Failed)
+        .map(|(n, e)| (n, e.last_error.clone().into()))
+        .collect();
+    if failed.is_empty() {
+        return "{\"status\":\"ok\"}\n".into();
+    }
+    format!(
+        "{}\n",
+        serde_json::json!({"status": "ok", "failed": failed})
     )
 }
 

@@ -180,6 +180,15 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
     let mut source_tasks = JoinSet::new();
     // After the buffers are open (and have fsynced what they recovered), before any source reads.
     let mut resume = sources::file::resume::gather(&config);
+    // Session cgroups are where `[sessions]` makes them, or where a recorder running as root makes them
+    // without the agent (the default parent); the directory takes only those.
+    let cgroup_base = match &config.sessions {
+        Some(c) => c.cgroups(),
+        None => crate::sessions::cgroup::CgroupRoot::discover(),
+    }
+    .ok()
+    .map(|r| r.base().to_path_buf());
+    let directory = crate::sessions::directory::Directory::new(cgroup_base);
     for (name, source) in &config.sources {
         let outputs = config
             .sinks
@@ -205,16 +214,30 @@ pub async fn start(config: Config) -> Result<Running, PipelineError> {
             None => Fanout::new(outputs),
         };
         let status = components.source(name);
-        let task = sources::build(
+        let shared = sources::Shared {
+            data_dir: config.data_dir.clone(),
+            shutdown: shutdown.clone(),
+            sessions: directory.clone(),
+        };
+        let task = match sources::build(
             name,
             source,
-            config.data_dir.clone(),
+            shared,
             fanout,
-            shutdown.clone(),
             resume.remove(name),
             dead_letter,
         )
-        .await?;
+        .await
+        {
+            Ok(task) => task,
+            // A host that cannot give what the source needs (eBPF) does not stop the agent.
+            Err(e @ sources::SourceError::Unavailable { .. }) => {
+                tracing::error!(source = %name, "{e}");
+                status.failed(&e.to_string());
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         status.running();
         let stopping = shutdown.clone();
         source_tasks.spawn(async move {

@@ -57,6 +57,15 @@ fn default_sweep() -> Interval {
 }
 
 impl SessionsConfig {
+    /// The cgroup2 mount (`cgroup_root`) with the session cgroups under `cgroup_parent`.
+    pub fn cgroups(&self) -> Result<super::cgroup::CgroupRoot, super::cgroup::CgroupError> {
+        let root = match self.cgroup_root.as_str() {
+            "auto" => super::cgroup::CgroupRoot::discover(),
+            p => super::cgroup::CgroupRoot::at(Path::new(p)),
+        };
+        root.map(|r| r.with_parent(&self.cgroup_parent))
+    }
+
     /// Checks what serde cannot: `(field, message)`.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.max_sessions == 0 {

@@ -12,6 +12,7 @@
 pub mod cgroup;
 pub mod client;
 pub mod config;
+pub mod directory;
 pub mod mountinfo;
 pub mod registry;
 pub mod server;

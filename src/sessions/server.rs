@@ -164,12 +164,7 @@ pub fn start(
     let listener = UnixListener::bind(&path).map_err(listen)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(config.mode.0))
         .map_err(listen)?;
-    let cgroups = match config.cgroup_root.as_str() {
-        "auto" => CgroupRoot::discover(),
-        p => CgroupRoot::at(Path::new(p)),
-    }
-    .map(|root| root.with_parent(&config.cgroup_parent))
-    .map_err(|e| e.to_string());
+    let cgroups = config.cgroups().map_err(|e| e.to_string());
     match &cgroups {
         Ok(root) => {
             tracing::info!(socket = %path.display(), cgroups = %root.base().display(), "sessions socket listening")

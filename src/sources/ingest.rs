@@ -61,6 +61,7 @@ pub struct Ingest {
     bytes: Counter,
     window: Mutex<LogWindow>,
     digests: bool,
+    sessions: Option<crate::sessions::directory::Directory>,
 }
 
 impl Ingest {
@@ -93,6 +94,22 @@ impl Ingest {
                 suppressed: 0,
             }),
             digests: false,
+            sessions: None,
+        }
+    }
+
+    /// Shows every accepted batch to `directory`, which keeps the cgroup → session map host events are tied
+    /// with ([`crate::sessions::directory`]).
+    pub fn with_sessions(mut self, directory: crate::sessions::directory::Directory) -> Ingest {
+        self.sessions = Some(directory);
+        self
+    }
+
+    /// Shows accepted events to the session directory (done by [`Self::count`]; sources that count by totals
+    /// call it themselves, before sending).
+    pub fn observe(&self, events: &[Event]) {
+        if let Some(d) = &self.sessions {
+            d.observe(events);
         }
     }
 
@@ -269,6 +286,7 @@ impl Ingest {
 
     /// Counts accepted events.
     pub fn count(&self, events: &[Event]) {
+        self.observe(events);
         self.count_totals(
             events.len() as u64,
             events.iter().map(|e| e.raw().len() as u64).sum(),

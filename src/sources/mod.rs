@@ -1,6 +1,7 @@
 //! Sources: where events come from. Each folder holds one kind; they share [`ingest`] (parse, count, dead-letter)
 //! and hand batches to the [`Fanout`] they are given, knowing nothing of the sinks behind it.
 
+pub mod ebpf;
 pub mod file;
 pub mod http;
 pub mod ingest;
@@ -34,6 +35,8 @@ pub enum SourceConfig {
     SplunkHec(splunk_hec::SplunkHecSourceConfig),
     /// A Kafka consumer group member.
     Kafka(kafka::KafkaSourceConfig),
+    /// Host events from the kernel (eBPF).
+    Ebpf(ebpf::EbpfSourceConfig),
 }
 
 impl SourceConfig {
@@ -45,6 +48,7 @@ impl SourceConfig {
             SourceConfig::Unix(c) => c.validate(),
             SourceConfig::SplunkHec(c) => c.validate(),
             SourceConfig::Kafka(c) => c.validate(),
+            SourceConfig::Ebpf(c) => c.validate(),
         }
     }
 
@@ -62,6 +66,7 @@ impl SourceConfig {
             SourceConfig::Unix(c) => c.max_line_bytes.as_usize(),
             SourceConfig::SplunkHec(c) => c.max_line_bytes.as_usize(),
             SourceConfig::Kafka(c) => c.max_line_bytes.as_usize(),
+            SourceConfig::Ebpf(_) => ebpf::MAX_EVENT_BYTES,
         }
     }
 }
@@ -87,6 +92,15 @@ pub enum SourceError {
         /// What is wrong.
         message: String,
     },
+    /// What the source needs is missing on this host (eBPF without privilege, BTF or a hook). The agent
+    /// runs without it: the source is marked failed in `/health` and `/ready`.
+    #[error("source `{source_name}`: {message}")]
+    Unavailable {
+        /// The source.
+        source_name: String,
+        /// What is missing and what to do.
+        message: String,
+    },
 }
 
 /// What a source is given.
@@ -101,10 +115,23 @@ pub struct SourceContext {
     pub shutdown: Shutdown,
     /// Parsing, counting and dead-lettering shared by all sources.
     pub ingest: Arc<Ingest>,
+    /// The cgroup → session directory (filled from the session events every source takes in).
+    pub sessions: crate::sessions::directory::Directory,
 }
 
 /// A running source: completes after shutdown once its final checkpoint is written.
 pub type SourceTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What every source of one agent shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// The agent's data_dir.
+    pub data_dir: PathBuf,
+    /// Fires on SIGTERM.
+    pub shutdown: Shutdown,
+    /// The agent's one cgroup → session directory, which every source's accepted events fill.
+    pub sessions: crate::sessions::directory::Directory,
+}
 
 /// Prepares the source (binds sockets, loads checkpoints) and returns the task that runs it. `resume` is what the
 /// sinks' disk buffers hold of a file source's files ([`file::resume::gather`]); other sources ignore it.
@@ -112,16 +139,21 @@ pub type SourceTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 pub async fn build(
     name: &str,
     config: &SourceConfig,
-    data_dir: PathBuf,
+    shared: Shared,
     fanout: Fanout,
-    shutdown: Shutdown,
     resume: Option<file::ResumeHints>,
     dead_letter: Arc<auditrail_core::dead_letter::DeadLetter>,
 ) -> Result<SourceTask, SourceError> {
+    let Shared {
+        data_dir,
+        shutdown,
+        sessions,
+    } = shared;
     let ingest = Arc::new(
         Ingest::new(name, config.max_line_bytes(), &data_dir)
             .with_dead_letter(dead_letter)
-            .with_digests(fanout.chain().is_some()),
+            .with_digests(fanout.chain().is_some())
+            .with_sessions(sessions.clone()),
     );
     let cx = SourceContext {
         name: name.into(),
@@ -129,6 +161,7 @@ pub async fn build(
         fanout,
         shutdown,
         ingest,
+        sessions,
     };
     match config {
         SourceConfig::File(c) => file::build(c.clone(), cx, resume),
@@ -136,5 +169,6 @@ pub async fn build(
         SourceConfig::Unix(c) => unix::build(c.clone(), cx),
         SourceConfig::SplunkHec(c) => splunk_hec::build(c.clone(), cx).await,
         SourceConfig::Kafka(c) => kafka::build(c.clone(), cx),
+        SourceConfig::Ebpf(c) => ebpf::build(c.clone(), cx),
     }
 }

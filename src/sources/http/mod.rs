@@ -216,6 +216,7 @@ async fn post_events(
     let accepted = parsed.events.len();
     if accepted > 0 {
         let bytes = parsed.events.iter().map(|e| e.raw().len() as u64).sum();
+        state.ingest.observe(&parsed.events);
         if let Err(unsent) = state
             .fanout
             .send_timeout(parsed.events, state.accept_timeout)

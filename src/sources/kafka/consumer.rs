@@ -607,6 +607,7 @@ fn take(
     match parsed {
         Ok(e) => {
             ingest.count_totals(1, e.raw().len() as u64);
+            ingest.observe(std::slice::from_ref(&e));
             st.in_flight += 1;
             st.pending.push_back((key, offset, e, false));
         }
