@@ -95,6 +95,11 @@ pub struct UploaderConfig {
     /// Parts of one file in flight at once. Default `4`.
     #[serde(default = "default_part_concurrency")]
     pub part_concurrency: usize,
+    /// Request bodies held in memory at once over all uploads (whole files below `multipart_threshold`,
+    /// parts of larger ones): what bounds the uploader's memory, whatever `concurrency` and
+    /// `part_concurrency` are. At least `part_size`. Default `"32MiB"`.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered: ByteSize,
     /// Sessions uploaded at once. Default `2`.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -149,6 +154,9 @@ fn default_part_size() -> ByteSize {
 }
 fn default_part_concurrency() -> usize {
     4
+}
+fn default_max_buffered() -> ByteSize {
+    ByteSize(32 << 20)
 }
 fn default_concurrency() -> usize {
     2
@@ -214,6 +222,12 @@ impl UploaderConfig {
         }
         if !(1..=64).contains(&self.part_concurrency) {
             return Err(("part_concurrency", "must be 1 to 64".into()));
+        }
+        if self.max_buffered.0 < part || self.max_buffered.0 > (1 << 40) {
+            return Err((
+                "max_buffered",
+                "must be at least part_size (one part in memory) and at most 1TiB".into(),
+            ));
         }
         if !(1..=256).contains(&self.concurrency) {
             return Err(("concurrency", "must be 1 to 256".into()));

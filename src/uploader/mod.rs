@@ -11,6 +11,7 @@
 //! after `max_attempts` the session is quarantined (moved aside, a T2005W event says so), never deleted.
 //! A store that is down is retried without limit, logged once per `report_interval`.
 
+pub mod budget;
 pub mod config;
 pub mod events;
 pub mod key;
@@ -163,6 +164,7 @@ async fn run(args: UploadArgs) -> anyhow::Result<bool> {
             burst_kib,
             state: Arc::new(Mutex::new(state)),
             attributes,
+            budget: budget::Budget::new(cfg.max_buffered.0),
         },
         cfg,
         template,
@@ -198,7 +200,9 @@ async fn run(args: UploadArgs) -> anyhow::Result<bool> {
                     Err(e) => tracing::error!(error = %e, "an upload task failed"),
                 }
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                upload::log_save(ctx.up.lock().flush());
+            }
         }
         let now = Instant::now();
         if scan_soon || last_scan.is_none_or(|t| now.duration_since(t) >= ctx.cfg.rescan_interval.0)
@@ -235,6 +239,7 @@ async fn run(args: UploadArgs) -> anyhow::Result<bool> {
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     drop(watcher);
+    upload::log_save(ctx.up.lock().flush());
     sender.finish(Duration::from_secs(3));
     Ok(all_ok)
 }
@@ -337,9 +342,7 @@ fn rescan(ctx: &Ctx, dirs: &[PathBuf], known: &mut HashMap<String, Tracked>) {
         .sessions
         .retain(|id, s| s.quarantined.is_some() || !in_dirs(id) || seen.contains(id));
     if st.state.files.len() != before || st.state.sessions.len() != sessions_before {
-        if let Err(e) = st.save() {
-            tracing::error!(error = %e, "cannot save the uploader state");
-        }
+        upload::log_save(st.save_soon());
     }
 }
 
@@ -457,9 +460,7 @@ async fn upload_session(ctx: &Ctx, id: String, f: Found) -> Outcome {
                     etag: u.etag.clone(),
                     at: crate::recording::events::now(),
                 });
-                if let Err(e) = st.save() {
-                    tracing::error!(error = %e, "cannot save the uploader state");
-                }
+                upload::log_save(st.save_soon());
                 drop(st);
                 metrics::counter!("auditrail_uploader_files_total", "outcome" => if u.already_present { "already_present" } else { "uploaded" }).increment(1);
                 metrics::counter!("auditrail_uploader_bytes_total").increment(u.sent);
@@ -499,6 +500,7 @@ fn finish(
     let c = &ctx.cfg;
     match o.error {
         None => {
+            let retain_now = c.after_upload != AfterUpload::Keep && c.keep_for.0.is_zero();
             let reupload = t.reupload.take();
             sender.send(events::uploaded(
                 &ctx.who,
@@ -516,9 +518,12 @@ fn finish(
                 if reupload.is_some() {
                     s.reuploads += 1;
                 }
-                if let Err(e) = st.save() {
-                    tracing::error!(error = %e, "cannot save the uploader state");
-                }
+                // Retention touches the files right away: the result goes to disk first.
+                upload::log_save(if retain_now {
+                    st.save()
+                } else {
+                    st.save_soon()
+                });
             }
             metrics::counter!("auditrail_uploader_sessions_total").increment(1);
             if reupload.is_some() {
@@ -526,7 +531,7 @@ fn finish(
             }
             tracing::info!(sid = %sid, objects = o.objects.len(), incomplete = t.found.incomplete, reupload = ?reupload, "session uploaded and verified");
             let found = known.remove(&o.id).expect("known").found;
-            if c.after_upload != AfterUpload::Keep && c.keep_for.0.is_zero() {
+            if retain_now {
                 apply_retention(ctx, &found);
             }
             true
@@ -565,9 +570,7 @@ fn finish(
                 s.attempts += 1;
                 s.last_error = Some(e.to_string());
                 let a = s.attempts;
-                if let Err(e) = st.save() {
-                    tracing::error!(error = %e, "cannot save the uploader state");
-                }
+                upload::log_save(st.save_soon());
                 a
             };
             if attempts < c.max_attempts {
@@ -596,9 +599,7 @@ fn finish(
                         .entry(o.id.clone())
                         .or_default()
                         .quarantined = Some(to.clone());
-                    if let Err(e) = st.save() {
-                        tracing::error!(error = %e, "cannot save the uploader state");
-                    }
+                    upload::log_save(st.save());
                     metrics::counter!("auditrail_uploader_quarantined_total").increment(1);
                     tracing::error!(sid = %sid, error = %e, attempts, quarantine = %to, "session quarantined after max_attempts; it is not uploaded and not deleted");
                     known.remove(&o.id);

@@ -100,6 +100,13 @@ pub fn build(c: &UploaderConfig) -> Result<Store, String> {
             if let Some(t) = &c.session_token {
                 b = b.with_token(t.expose());
             }
+            // Over TLS the transport already protects the body, so the SigV4 payload hash (a SHA-256 pass
+            // over every byte sent, on top of the one the metadata needs) is skipped, as awscli does; over
+            // plain http the signature is the body's only protection in transit, so it stays.
+            let plain_http = b
+                .get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint)
+                .is_some_and(|e| e.starts_with("http://"));
+            b = b.with_unsigned_payload(!plain_http);
             let s3 = Arc::new(b.build().map_err(err)?);
             (s3.clone(), Some(s3))
         }

@@ -1,20 +1,30 @@
 //! Uploading one file and proving it arrived.
 //!
 //! 1. Open without following symlinks; it must be a regular file. Note its size and mtime.
-//! 2. SHA-256 it (a local read: it goes into the object's metadata, which S3 takes only at the start).
-//! 3. HEAD the key. An object with the same size and sha256 is this file already uploaded (counts as done,
-//!    e.g. after a crash between completing and recording it). One whose ETag is the last this uploader wrote
-//!    there is ours: a newer version of the file replaces it. Anything else is someone else's content and is
-//!    never overwritten: the file fails with a conflict (and is quarantined after `max_attempts`).
+//! 2. Read it once: SHA-256 (it goes into the object's metadata, which S3 takes only at the start). A file
+//!    below `multipart_threshold` is read whole into memory (under the uploader's memory budget) and that
+//!    copy is what is sent; a larger one is hashed with a CRC32C per part, kept for step 4.
+//! 3. HEAD the key (for a small file the state file does not know, only after its conditional PUT of
+//!    step 4 got 412: the key exists). An object with the same size and sha256 is this file already
+//!    uploaded (counts as done, e.g. after a crash between completing and recording it). One that is ours
+//!    (below) is replaced by the newer version of the file. Anything else is someone else's content and
+//!    is never overwritten: the file fails with a conflict (and is quarantined after `max_attempts`).
 //! 4. Below `multipart_threshold`: one PUT (`If-None-Match: *` for a new key). Above: a multipart upload
 //!    whose id and every finished part's ETag go to the state file as they happen, so after a crash the same
 //!    upload continues with the parts still missing (continued rather than aborted and restarted: recordings
-//!    can be GiBs, and on a thin link the parts already sent are hours of bandwidth). Parts are read in order
-//!    (hashed again on the way), at most `part_concurrency` in flight, each through the bandwidth limit. The
-//!    second hash must equal the first before the upload is completed; otherwise the file changed while it was
-//!    read, the upload is aborted, and the file is tried again.
+//!    can be GiBs, and on a thin link the parts already sent are hours of bandwidth). Parts are read in
+//!    order, at most `part_concurrency` in flight, each under the memory budget and through the bandwidth
+//!    limit. Each part's CRC32C must equal the one from step 2 (a hardware CRC costs a fraction of the
+//!    second SHA-256 pass it replaces); otherwise the file changed while it was read, the upload is
+//!    aborted, and the file is tried again.
 //! 5. HEAD again: size, sha256 metadata and ETag must be what was sent; the file must still have the size and
-//!    mtime of step 1. Only then is the file verified (and may retention touch it).
+//!    mtime of step 1 (a write while it was read changes one or the other). Only then is the file verified
+//!    (and may retention touch it).
+//!
+//! An object at the key is ours when its ETag is the last this uploader recorded there, or when its
+//! metadata names this session and this `server_id`: keys are unique per server and session, so only this
+//! uploader writes such an object, and a crash that lost the recorded ETag (the state file is saved within
+//! half a second, not per request) must not turn our own object into "foreign content".
 
 use std::fs::File;
 use std::io::Read;
@@ -23,6 +33,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
@@ -32,6 +43,8 @@ use object_store::{
 };
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
+
+use super::budget::Budget;
 
 use super::state::{Multipart, StateFile};
 use super::store::Store;
@@ -178,6 +191,8 @@ pub struct Uploader {
     pub state: Arc<Mutex<StateFile>>,
     /// Whether the store keeps user metadata and a content type (not `file://`).
     pub attributes: bool,
+    /// Bodies in memory at once, over all uploads.
+    pub budget: Budget,
 }
 
 /// A bandwidth limiter of `bytes_per_sec`, and its burst in KiB (a tenth of a second's worth, at least
@@ -224,9 +239,43 @@ fn open_regular(path: &Path) -> Result<(File, u64, i128), String> {
     Ok((f, m.len(), mtime_ns(&m)))
 }
 
-/// SHA-256 of the first `size` bytes of `f`; `None` when it has fewer.
-fn hash_prefix(f: &File, size: u64) -> std::io::Result<Option<String>> {
+/// What the first read of a file gives.
+struct FirstRead {
+    /// SHA-256 (hex) of its `size` bytes.
+    sha256: String,
+    /// The whole content, for a file read whole.
+    body: Option<Bytes>,
+    /// Per part size asked for, the CRC32C of each part.
+    crcs: Vec<(u64, Vec<u32>)>,
+}
+
+/// Reads the first `size` bytes of `f` once: SHA-256, and either the bytes themselves (`whole`) or the
+/// CRC32C of every part for each of `part_sizes`. `None` when the file has fewer bytes.
+fn first_read(
+    f: &File,
+    size: u64,
+    whole: bool,
+    part_sizes: &[u64],
+) -> std::io::Result<Option<FirstRead>> {
+    if whole {
+        let mut buf = vec![0u8; size as usize];
+        let mut at = 0usize;
+        while at < buf.len() {
+            match f.read_at(&mut buf[at..], at as u64)? {
+                0 => return Ok(None),
+                n => at += n,
+            }
+        }
+        return Ok(Some(FirstRead {
+            sha256: hex::encode(Sha256::digest(&buf)),
+            body: Some(Bytes::from(buf)),
+            crcs: Vec::new(),
+        }));
+    }
     let mut h = Sha256::new();
+    // Per part size: the CRCs of the parts so far, and the running one.
+    let mut crcs: Vec<(u64, Vec<u32>, u32)> =
+        part_sizes.iter().map(|&p| (p, Vec::new(), 0)).collect();
     let mut buf = vec![0u8; 256 << 10];
     let mut at = 0u64;
     while at < size {
@@ -235,10 +284,46 @@ fn hash_prefix(f: &File, size: u64) -> std::io::Result<Option<String>> {
         if n == 0 {
             return Ok(None);
         }
-        h.update(&buf[..n]);
+        let chunk = &buf[..n];
+        h.update(chunk);
+        for (part, done, crc) in crcs.iter_mut() {
+            let mut pos = at;
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let to_end = (*part - pos % *part) as usize;
+                let (now, later) = rest.split_at(to_end.min(rest.len()));
+                *crc = crc32c::crc32c_append(*crc, now);
+                pos += now.len() as u64;
+                rest = later;
+                if pos % *part == 0 {
+                    done.push(std::mem::take(crc));
+                }
+            }
+        }
         at += n as u64;
     }
-    Ok(Some(hex::encode(h.finalize())))
+    Ok(Some(FirstRead {
+        sha256: hex::encode(h.finalize()),
+        body: None,
+        crcs: crcs
+            .into_iter()
+            .map(|(p, mut done, crc)| {
+                if size % p != 0 {
+                    done.push(crc);
+                }
+                (p, done)
+            })
+            .collect(),
+    }))
+}
+
+/// The CRCs of `first_read` for `part_size`; an empty list (so that every part "differs", and the file is
+/// read again from the start) if that part size was not asked for or the count is not `parts`.
+fn part_crcs(crcs: &[(u64, Vec<u32>)], part_size: u64, parts: usize) -> Vec<u32> {
+    crcs.iter()
+        .find(|(p, c)| *p == part_size && c.len() == parts)
+        .map(|(_, c)| c.clone())
+        .unwrap_or_default()
 }
 
 /// Reads exactly `len` bytes at `offset`.
@@ -254,11 +339,22 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .expect("a blocking read does not panic")
 }
 
+/// Logs and counts a failed save of the state file.
+pub fn log_save(r: Result<(), super::state::StateError>) {
+    if let Err(e) = r {
+        tracing::error!(error = %e, "cannot save the uploader state");
+        metrics::counter!("auditrail_uploader_state_errors_total").increment(1);
+    }
+}
+
 /// The remote object, when there is one.
 struct Remote {
     size: u64,
     etag: Option<String>,
     sha256: Option<String>,
+    /// The `sid` and `server_id` metadata.
+    sid: Option<String>,
+    server_id: Option<String>,
 }
 
 impl Uploader {
@@ -275,17 +371,21 @@ impl Uploader {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, StateFile> {
+    /// The state file, locked.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, StateFile> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Saves the state; a failure to save is logged (the upload goes on; a crash then repeats some work,
-    /// which the HEAD before each upload makes harmless).
-    fn save(&self, st: &StateFile) {
-        if let Err(e) = st.save() {
-            tracing::error!(error = %e, "cannot save the uploader state");
-            metrics::counter!("auditrail_uploader_state_errors_total").increment(1);
-        }
+    /// Saves the state now (what must be on disk before the next request); a failure to save is logged
+    /// (the upload goes on; a crash then repeats some work, which the conditional PUT and the HEAD after
+    /// a 412 make harmless).
+    fn save_now(&self, st: &mut StateFile) {
+        log_save(st.save());
+    }
+
+    /// Saves the state within [`super::state::SAVE_EVERY`] (progress a crash may cost, never an object).
+    fn save_soon(&self, st: &mut StateFile) {
+        log_save(st.save_soon());
     }
 
     async fn head(&self, path: &ObjectPath) -> Result<Option<Remote>, object_store::Error> {
@@ -294,14 +394,20 @@ impl Uploader {
             ..GetOptions::default()
         };
         match self.store.object.get_opts(path, opts).await {
-            Ok(r) => Ok(Some(Remote {
-                size: r.meta.size,
-                etag: r.meta.e_tag.clone(),
-                sha256: r
-                    .attributes
-                    .get(&Attribute::Metadata("sha256".into()))
-                    .map(|v| v.to_string()),
-            })),
+            Ok(r) => {
+                let meta = |k: &'static str| {
+                    r.attributes
+                        .get(&Attribute::Metadata(k.into()))
+                        .map(|v| v.to_string())
+                };
+                Ok(Some(Remote {
+                    size: r.meta.size,
+                    etag: r.meta.e_tag.clone(),
+                    sha256: meta("sha256"),
+                    sid: meta("sid"),
+                    server_id: meta("server_id"),
+                }))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -351,23 +457,10 @@ impl Uploader {
             source,
         };
         let p = path.to_path_buf();
-        let (f, size, mtime, sha256) = blocking(move || {
-            let (f, size, mtime) = open_regular(&p)?;
-            let sha = hash_prefix(&f, size).map_err(|e| format!("cannot read: {e}"))?;
-            Ok::<_, String>((f, size, mtime, sha))
-        })
-        .await
-        .map_err(local)?;
-        let Some(sha256) = sha256 else {
-            return Err(UploadError::Changed {
-                path: path.to_path_buf(),
-                detail: "it shrank while it was read".into(),
-            });
-        };
+        let (f, size, mtime) = blocking(move || open_regular(&p)).await.map_err(local)?;
         let f = Arc::new(f);
         let opath = ObjectPath::parse(key).map_err(|e| store_err(e.into()))?;
         let path_key = path.to_string_lossy().into_owned();
-        let remote = self.head(&opath).await.map_err(store_err)?;
         let (ours, stale_upload) = {
             let st = self.lock();
             let fs = st.state.files.get(&path_key);
@@ -376,35 +469,75 @@ impl Uploader {
                 fs.and_then(|s| s.upload.clone()),
             )
         };
-        let mut replaced = false;
-        if let Some(r) = &remote {
-            if r.size == size
-                && (r.sha256.as_deref() == Some(sha256.as_str())
-                    || !self.attributes && r.etag.is_some() && r.etag == ours)
-            {
-                // Already there (uploaded before a crash let us record it): clean up a leftover upload.
-                if let (Some(u), Some(mp)) = (&stale_upload, &self.store.multipart) {
-                    let _ = mp.abort_multipart(&opath, &u.id).await;
-                }
-                let etag = r.etag.clone().unwrap_or_default();
-                {
-                    let mut st = self.lock();
-                    let e = st.state.files.entry(path_key.clone()).or_default();
-                    e.key = key.to_string();
-                    e.upload = None;
-                    e.our_etag = Some(etag.clone());
-                    self.save(&st);
-                }
-                return self
-                    .verify(
-                        path, file, key, &url, &opath, size, mtime, &sha256, &etag, 0, true, false,
-                    )
-                    .await;
-            }
-            if r.etag.is_some() && r.etag == ours {
-                replaced = true;
+        // A small file is read whole, and stays in memory until its PUT is done: it holds its size of the
+        // budget from before the read. A large one is read here only for its digests; its parts take the
+        // budget as they are read again to be sent.
+        let whole = size < self.threshold;
+        let held = if whole {
+            Some(self.budget.hold(size).await)
+        } else {
+            None
+        };
+        let mut part_sizes = vec![self.part_size];
+        if let Some(u) = stale_upload
+            .as_ref()
+            .filter(|u| u.part_size != self.part_size)
+        {
+            part_sizes.push(u.part_size);
+        }
+        let f2 = f.clone();
+        let first = blocking(move || first_read(&f2, size, whole, &part_sizes))
+            .await
+            .map_err(|e| local(format!("cannot read: {e}")))?
+            .ok_or_else(|| UploadError::Changed {
+                path: path.to_path_buf(),
+                detail: "it shrank while it was read".into(),
+            })?;
+        let sha256 = first.sha256.clone();
+        // A small file the state file knows nothing of goes straight to a conditional PUT
+        // (`If-None-Match: *`): S3 answers 412 if the key exists, and only then is the HEAD needed to tell
+        // this file already uploaded from foreign content. That saves a round trip per new file; multipart
+        // uploads keep the HEAD first, since their completion is not conditional here.
+        let mut probe = !(size < self.threshold && ours.is_none() && stale_upload.is_none());
+        let (etag, sent, replaced) = loop {
+            let remote = if probe {
+                self.head(&opath).await.map_err(store_err)?
             } else {
-                return Err(UploadError::Conflict {
+                None
+            };
+            let mut replaced = false;
+            if let Some(r) = &remote {
+                if r.size == size
+                    && (r.sha256.as_deref() == Some(sha256.as_str())
+                        || !self.attributes && r.etag.is_some() && r.etag == ours)
+                {
+                    // Already there (uploaded before a crash let us record it): clean up a leftover upload.
+                    if let (Some(u), Some(mp)) = (&stale_upload, &self.store.multipart) {
+                        let _ = mp.abort_multipart(&opath, &u.id).await;
+                    }
+                    let etag = r.etag.clone().unwrap_or_default();
+                    {
+                        let mut st = self.lock();
+                        let e = st.state.files.entry(path_key.clone()).or_default();
+                        e.key = key.to_string();
+                        e.upload = None;
+                        e.our_etag = Some(etag.clone());
+                        self.save_soon(&mut st);
+                    }
+                    return self
+                        .verify(
+                            path, file, key, &url, &opath, size, mtime, &sha256, &etag, 0, true,
+                            false,
+                        )
+                        .await;
+                }
+                let named_ours = self.attributes
+                    && r.sid.as_deref() == Some(meta.sid.as_str())
+                    && r.server_id.as_deref() == Some(meta.server_id.as_str());
+                if r.etag.is_some() && r.etag == ours || named_ours {
+                    replaced = true;
+                } else {
+                    return Err(UploadError::Conflict {
                     path: path.to_path_buf(),
                     url: url.clone(),
                     detail: format!(
@@ -413,67 +546,73 @@ impl Uploader {
                         r.sha256.as_deref().unwrap_or("(none recorded)")
                     ),
                 });
-            }
-        }
-        let attrs = self.attributes(file, &sha256, meta);
-        let (etag, sent) = if size < self.threshold {
-            let f2 = f.clone();
-            let bytes = blocking(move || read_exact_at(&f2, 0, size as usize))
-                .await
-                .map_err(|e| local(format!("cannot read: {e}")))?;
-            if hex::encode(Sha256::digest(&bytes)) != sha256 {
-                return Err(UploadError::Changed {
-                    path: path.to_path_buf(),
-                    detail: "its content differs between two reads".into(),
-                });
-            }
-            self.throttle(size).await;
-            let opts = PutOptions {
-                mode: if replaced {
-                    PutMode::Overwrite
-                } else {
-                    PutMode::Create
-                },
-                attributes: attrs,
-                ..PutOptions::default()
-            };
-            let r = self
-                .store
-                .object
-                .put_opts(&opath, PutPayload::from(bytes), opts)
-                .await
-                .map_err(store_err)?;
-            (r.e_tag.unwrap_or_default(), size)
-        } else {
-            match &self.store.multipart {
-                Some(mp) => {
-                    self.multipart(
-                        mp.clone(),
-                        path,
-                        key,
-                        &url,
-                        &opath,
-                        f.clone(),
-                        size,
-                        &sha256,
-                        attrs,
-                        stale_upload,
-                    )
-                    .await?
                 }
-                None => {
-                    self.streamed(path, &url, &opath, f.clone(), size, &sha256, attrs)
+            }
+            let attrs = self.attributes(file, &sha256, meta);
+            let (etag, sent) = if size < self.threshold {
+                let bytes = first.body.clone().expect("a small file is read whole");
+                self.throttle(size).await;
+                let opts = PutOptions {
+                    mode: if replaced {
+                        PutMode::Overwrite
+                    } else {
+                        PutMode::Create
+                    },
+                    attributes: attrs,
+                    ..PutOptions::default()
+                };
+                let r = match self
+                    .store
+                    .object
+                    .put_opts(&opath, PutPayload::from(bytes), opts)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(
+                        object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::Precondition { .. },
+                    ) if !probe => {
+                        // The key exists: HEAD it and decide as for a known key.
+                        probe = true;
+                        continue;
+                    }
+                    Err(e) => return Err(store_err(e)),
+                };
+                (r.e_tag.unwrap_or_default(), size)
+            } else {
+                match &self.store.multipart {
+                    Some(mp) => {
+                        self.multipart(
+                            mp.clone(),
+                            path,
+                            key,
+                            &url,
+                            &opath,
+                            f.clone(),
+                            size,
+                            &sha256,
+                            &first.crcs,
+                            attrs,
+                            stale_upload,
+                        )
                         .await?
+                    }
+                    None => {
+                        self.streamed(path, &url, &opath, f.clone(), size, &first.crcs, attrs)
+                            .await?
+                    }
                 }
-            }
+            };
+            break (etag, sent, replaced);
         };
+        drop(held);
         {
             let mut st = self.lock();
             let e = st.state.files.entry(path_key).or_default();
             e.key = key.to_string();
             e.upload = None;
             e.our_etag = Some(etag.clone());
-            self.save(&st);
+            self.save_soon(&mut st);
         }
         self.verify(
             path, file, key, &url, &opath, size, mtime, &sha256, &etag, sent, false, replaced,
@@ -563,6 +702,7 @@ impl Uploader {
         f: Arc<File>,
         size: u64,
         sha256: &str,
+        crcs: &[(u64, Vec<u32>)],
         attrs: Attributes,
         previous: Option<Multipart>,
     ) -> Result<(String, u64), UploadError> {
@@ -609,14 +749,16 @@ impl Uploader {
                 let e = st.state.files.entry(path_key.clone()).or_default();
                 e.key = key.to_string();
                 e.upload = Some(u.clone());
-                self.save(&st);
+                // Before the first part: a crash must find the id, to continue or abort it.
+                self.save_now(&mut st);
                 u
             }
         };
         let part_size = upload.part_size;
         let n = upload.parts.len();
-        let mut hasher = Sha256::new();
+        let crcs = part_crcs(crcs, part_size, n);
         let mut tasks: JoinSet<(usize, Result<PartId, object_store::Error>, u64)> = JoinSet::new();
+        let mut changed = None;
         let mut sent = 0u64;
         let mut failure: Option<object_store::Error> = None;
         let record = |i: usize, etag: String| {
@@ -631,22 +773,15 @@ impl Uploader {
                     *slot = Some(etag);
                 }
             }
-            self.save(&st);
+            self.save_soon(&mut st);
         };
         for i in 0..n {
-            let offset = i as u64 * part_size;
-            let len = part_size.min(size - offset) as usize;
-            let f2 = f.clone();
-            let bytes = blocking(move || read_exact_at(&f2, offset, len))
-                .await
-                .map_err(|e| UploadError::Local {
-                    path: path.to_path_buf(),
-                    cause: format!("cannot read at byte {offset}: {e}"),
-                })?;
-            hasher.update(&bytes);
+            // A part sent before (this run or before a crash) is not read again.
             if upload.parts[i].is_some() {
                 continue;
             }
+            let offset = i as u64 * part_size;
+            let len = part_size.min(size - offset) as usize;
             while tasks.len() >= self.part_concurrency {
                 let (j, r, b) = tasks
                     .join_next()
@@ -665,10 +800,26 @@ impl Uploader {
             if failure.is_some() {
                 break;
             }
+            let held = self.budget.hold(len as u64).await;
+            let f2 = f.clone();
+            let bytes = blocking(move || read_exact_at(&f2, offset, len))
+                .await
+                .map_err(|e| UploadError::Local {
+                    path: path.to_path_buf(),
+                    cause: format!("cannot read at byte {offset}: {e}"),
+                })?;
+            if crcs.get(i) != Some(&crc32c::crc32c(&bytes)) {
+                changed = Some(format!(
+                    "part {} (from byte {offset}) differs from its first read",
+                    i + 1
+                ));
+                break;
+            }
             self.throttle(len as u64).await;
             let (mp2, op, id) = (mp.clone(), opath.clone(), upload.id.clone());
             tasks.spawn(async move {
                 let r = mp2.put_part(&op, &id, i, PutPayload::from(bytes)).await;
+                drop(held);
                 (i, r, len as u64)
             });
         }
@@ -691,20 +842,20 @@ impl Uploader {
                 if let Some(entry) = st.state.files.get_mut(&path_key) {
                     entry.upload = None;
                 }
-                self.save(&st);
+                self.save_soon(&mut st);
             }
             return Err(store_err(e));
         }
-        if hex::encode(hasher.finalize()) != sha256 {
+        if let Some(detail) = changed {
             let _ = mp.abort_multipart(opath, &upload.id).await;
             let mut st = self.lock();
             if let Some(entry) = st.state.files.get_mut(&path_key) {
                 entry.upload = None;
             }
-            self.save(&st);
+            self.save_soon(&mut st);
             return Err(UploadError::Changed {
                 path: path.to_path_buf(),
-                detail: "its content differs between two reads".into(),
+                detail,
             });
         }
         let parts: Vec<PartId> = upload
@@ -722,7 +873,7 @@ impl Uploader {
                     if let Some(entry) = st.state.files.get_mut(&path_key) {
                         entry.upload = None;
                     }
-                    self.save(&st);
+                    self.save_soon(&mut st);
                 }
                 return Err(store_err(e));
             }
@@ -739,7 +890,7 @@ impl Uploader {
         opath: &ObjectPath,
         f: Arc<File>,
         size: u64,
-        sha256: &str,
+        crcs: &[(u64, Vec<u32>)],
         attrs: Attributes,
     ) -> Result<(String, u64), UploadError> {
         let store_err = |source: object_store::Error| UploadError::Store {
@@ -759,10 +910,11 @@ impl Uploader {
             )
             .await
             .map_err(store_err)?;
-        let mut hasher = Sha256::new();
+        let crcs = part_crcs(crcs, self.part_size, size.div_ceil(self.part_size) as usize);
         let mut offset = 0u64;
         while offset < size {
             let len = self.part_size.min(size - offset) as usize;
+            let held = self.budget.hold(len as u64).await;
             let f2 = f.clone();
             let bytes = match blocking(move || read_exact_at(&f2, offset, len)).await {
                 Ok(b) => b,
@@ -774,20 +926,24 @@ impl Uploader {
                     });
                 }
             };
-            hasher.update(&bytes);
+            let i = (offset / self.part_size) as usize;
+            if crcs.get(i) != Some(&crc32c::crc32c(&bytes)) {
+                let _ = up.abort().await;
+                return Err(UploadError::Changed {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "part {} (from byte {offset}) differs from its first read",
+                        i + 1
+                    ),
+                });
+            }
             self.throttle(len as u64).await;
             if let Err(e) = up.put_part(PutPayload::from(bytes)).await {
                 let _ = up.abort().await;
                 return Err(store_err(e));
             }
+            drop(held);
             offset += len as u64;
-        }
-        if hex::encode(hasher.finalize()) != sha256 {
-            let _ = up.abort().await;
-            return Err(UploadError::Changed {
-                path: path.to_path_buf(),
-                detail: "its content differs between two reads".into(),
-            });
         }
         let r = up.complete().await.map_err(store_err)?;
         Ok((r.e_tag.unwrap_or_default(), size))
@@ -827,11 +983,19 @@ mod tests {
         std::fs::create_dir(d.join("dir")).unwrap();
         let (f, size, _) = open_regular(&d.join("f")).unwrap();
         assert_eq!(size, 3);
-        assert_eq!(
-            hash_prefix(&f, 3).unwrap().unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let whole = first_read(&f, 3, true, &[]).unwrap().unwrap();
+        assert_eq!(whole.sha256, abc);
+        assert_eq!(whole.body.as_deref(), Some(&b"abc"[..]));
+        assert_eq!(first_read(&f, 3, false, &[8]).unwrap().unwrap().sha256, abc);
+        assert!(
+            first_read(&f, 4, true, &[]).unwrap().is_none(),
+            "shorter than expected"
         );
-        assert_eq!(hash_prefix(&f, 4).unwrap(), None, "shorter than expected");
+        assert!(
+            first_read(&f, 4, false, &[8]).unwrap().is_none(),
+            "shorter than expected"
+        );
         assert!(open_regular(&d.join("l")).unwrap_err().contains("symlink"));
         assert!(open_regular(&d.join("dir"))
             .unwrap_err()
@@ -839,6 +1003,38 @@ mod tests {
         assert!(open_regular(&d.join("missing"))
             .unwrap_err()
             .contains("cannot open"));
+    }
+
+    #[test]
+    fn the_first_read_gives_each_parts_crc_for_every_part_size_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        // Not a multiple of the read buffer (256 KiB) nor of either part size.
+        let data: Vec<u8> = (0..(700 << 10) + 13)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        std::fs::write(&p, &data).unwrap();
+        let (f, size, _) = open_regular(&p).unwrap();
+        let sizes = [100 << 10, 300 << 10, 700 << 10];
+        let r = first_read(&f, size, false, &sizes).unwrap().unwrap();
+        assert_eq!(r.sha256, hex::encode(Sha256::digest(&data)));
+        assert!(r.body.is_none());
+        for (part, crcs) in &r.crcs {
+            let want: Vec<u32> = data.chunks(*part as usize).map(crc32c::crc32c).collect();
+            assert_eq!(crcs, &want, "part size {part}");
+            assert_eq!(part_crcs(&r.crcs, *part, want.len()), want);
+        }
+        // Exactly one part of the whole size plus 13 bytes: two parts, the second short.
+        assert_eq!(r.crcs[2].1.len(), 2);
+        // A part size not asked for, or a different count, gives no CRCs: every part then "differs".
+        assert!(part_crcs(&r.crcs, 200 << 10, 4).is_empty());
+        assert!(part_crcs(&r.crcs, 100 << 10, 3).is_empty());
+        // A file that is an exact multiple of the part size has no empty last part.
+        let (f, _, _) = open_regular(&p).unwrap();
+        let r = first_read(&f, 600 << 10, false, &[300 << 10])
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.crcs[0].1.len(), 2);
     }
 
     #[test]
@@ -891,6 +1087,7 @@ mod tests {
                 StateFile::open(tempfile::tempdir().unwrap().path()).unwrap(),
             )),
             attributes: true,
+            budget: Budget::new(64 << 20),
         };
         let t = std::time::Instant::now();
         // The burst goes at once; the rest at 1 MiB/s: 512 KiB take about half a second.

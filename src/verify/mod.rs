@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod elasticsearch;
 pub mod kafka;
 pub mod recordings;
+pub mod stored;
 mod walk;
 
 use std::io::{Read, Write};
@@ -66,8 +67,11 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "T", requires = "kafka")]
     pub topic: Option<String>,
     /// Also check the session recordings in this directory (`<sid>.raw`, `.cast`, `.done`) against the
-    /// digests in the verified events read from the inputs (see `recordings`).
-    #[arg(long, value_name = "DIR")]
+    /// digests in the verified events read from the inputs (see `recordings`); or, given a store URL
+    /// (`s3://bucket/prefix`, also `gs://`, `az://`, `file://`), the objects the uploader stored there
+    /// against its verified `session.upload` events (see `stored`; the store is reached through the
+    /// standard environment: `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, …).
+    #[arg(long, value_name = "DIR|URL")]
     pub recordings: Option<PathBuf>,
     /// NDJSON files, or directories whose files (all of them, recursively, but hidden ones) are read;
     /// `-` for standard input.

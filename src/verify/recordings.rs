@@ -45,7 +45,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::VerifyArgs;
 
-/// The most recording events (session.start/end, auditrail.recording) kept from the inputs; beyond it verify
+/// The most recording events (session.start/end, auditrail.recording; session.upload for a store) kept from the inputs; beyond it verify
 /// stops with an input error rather than grow without bound (a checkpoint every 10 s is 8,640 a day).
 pub const MAX_EVENTS: usize = 1_000_000;
 /// The most problems listed.
@@ -57,6 +57,9 @@ const START: &str = "session.start";
 const END: &str = "session.end";
 const RECORDING: &str = "auditrail.recording";
 const SEAL: &str = auditrail_core::integrity::seal::SEAL_EVENT;
+const UPLOAD: &str = "session.upload";
+/// The most objects one `session.upload` may name (the uploader sends a session's three or four files).
+const MAX_OBJECTS_PER_EVENT: usize = 64;
 
 /// Whether `sid` is a valid session id (`[A-Za-z0-9_-]{1,128}`, the contract's): only such names build paths.
 pub fn valid_sid(sid: &str) -> bool {
@@ -68,15 +71,17 @@ pub fn valid_sid(sid: &str) -> bool {
 
 /// A size and the SHA-256 of that many bytes of a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Digest {
-    bytes: u64,
-    sha: Hash,
+pub(super) struct Digest {
+    pub(super) bytes: u64,
+    pub(super) sha: Hash,
 }
 
 /// What a recording event says, once its fields are read.
 #[derive(Clone, Debug)]
-enum Said {
+pub(super) enum Said {
     Start,
+    /// A `session.upload` T2005I: the objects stored, by URL.
+    Stored(Vec<(String, Digest)>),
     End {
         raw: Digest,
         cast: Digest,
@@ -100,16 +105,16 @@ enum Said {
 
 /// A recording event as found in an input.
 #[derive(Clone, Debug)]
-struct Noted {
-    location: String,
-    sid: String,
-    said: Said,
+pub(super) struct Noted {
+    pub(super) location: String,
+    pub(super) sid: String,
+    pub(super) said: Said,
     /// Chain field and whether its hash recomputes; `None` for an unchained event.
-    chain: Option<(String, u64, bool)>,
+    pub(super) chain: Option<(String, u64, bool)>,
 }
 
 /// A seal event's place in its stream, and whether its own hash recomputes.
-struct SealSeen {
+pub(super) struct SealSeen {
     stream: String,
     seq: u64,
     valid: bool,
@@ -117,18 +122,37 @@ struct SealSeen {
 
 /// Gathers recording events (and seal positions) from the lines `verify` reads, beside the chain check.
 pub struct Collector {
-    events: Vec<Noted>,
-    seals: Vec<SealSeen>,
-    problems: Vec<String>,
-    problem_count: u64,
-    too_many: bool,
+    pub(super) events: Vec<Noted>,
+    pub(super) seals: Vec<SealSeen>,
+    pub(super) problems: Vec<String>,
+    pub(super) problem_count: u64,
+    pub(super) too_many: bool,
     scratch: Vec<u8>,
     finders: [memmem::Finder<'static>; 4],
+    /// The events gathered besides seals: the recorder's, or (for a store) `session.upload`.
+    wanted: &'static [&'static str],
+}
+
+impl Collector {
+    /// Gathers the uploader's `session.upload` events (and seals), for checking a store.
+    pub fn for_store() -> Collector {
+        Collector {
+            finders: [
+                memmem::Finder::new(b"\"session.upload\""),
+                memmem::Finder::new(b"\"auditrail.seal\""),
+                memmem::Finder::new(b"\"auditrail.seal\""),
+                memmem::Finder::new(b"\"auditrail.seal\""),
+            ],
+            wanted: &[UPLOAD],
+            ..Collector::default()
+        }
+    }
 }
 
 impl Default for Collector {
     fn default() -> Self {
         Collector {
+            wanted: &[START, END, RECORDING],
             events: Vec::new(),
             seals: Vec::new(),
             problems: Vec::new(),
@@ -161,6 +185,8 @@ struct Wire {
     event: Option<serde_json::Value>,
     sid: Option<serde_json::Value>,
     kind: Option<serde_json::Value>,
+    code: Option<serde_json::Value>,
+    objects: Option<serde_json::Value>,
     raw_bytes: Option<serde_json::Value>,
     raw_sha256: Option<serde_json::Value>,
     cast_bytes: Option<serde_json::Value>,
@@ -245,7 +271,7 @@ impl Collector {
             Some(serde_json::Value::String(e)) => e.as_str(),
             _ => return,
         };
-        if ![START, END, RECORDING, SEAL].contains(&event) {
+        if event != SEAL && !self.wanted.contains(&event) {
             return;
         }
         let chain = read_field(text).ok().map(|f| {
@@ -306,6 +332,7 @@ fn read_said(event: &str, w: &Wire) -> Result<Said, String> {
     };
     match event {
         START => Ok(Said::Start),
+        UPLOAD => read_stored(w),
         END => {
             let (raw, cast) = both()?;
             let truncated = match &w.truncated {
@@ -341,6 +368,48 @@ fn read_said(event: &str, w: &Wire) -> Result<Said, String> {
             None => Err("no string `kind`".into()),
         },
     }
+}
+
+/// The objects of a `session.upload` T2005I (a T2005W says nothing was stored, and is an error here).
+fn read_stored(w: &Wire) -> Result<Said, String> {
+    match w.code.as_ref().and_then(serde_json::Value::as_str) {
+        Some(super::super::uploader::events::CODE_UPLOADED) => {}
+        Some(c) => return Err(format!("code {c:?}: not an upload that stored anything")),
+        None => return Err("no string `code`".into()),
+    }
+    let objects = w
+        .objects
+        .as_ref()
+        .and_then(serde_json::Value::as_array)
+        .ok_or("no `objects` array")?;
+    if objects.len() > MAX_OBJECTS_PER_EVENT {
+        return Err(format!(
+            "{} objects (at most {MAX_OBJECTS_PER_EVENT} are read)",
+            objects.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(objects.len());
+    for (i, o) in objects.iter().enumerate() {
+        let field = |k: &str| o.get(k).cloned();
+        let url = field("url")
+            .and_then(|u| u.as_str().map(str::to_string))
+            .filter(|u| u.len() <= 2048)
+            .ok_or_else(|| format!("objects[{i}]: no string `url` (of at most 2048 bytes)"))?;
+        let bytes = field("size").and_then(|v| v.as_u64()).ok_or_else(|| {
+            format!("objects[{i}]: `size` is missing or not a non-negative integer")
+        })?;
+        let mut sha = [0u8; 32];
+        let hex_ok = field("sha256")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .is_some_and(|h| h.len() == 64 && hex::decode_to_slice(&h, &mut sha).is_ok());
+        if !hex_ok {
+            return Err(format!(
+                "objects[{i}]: `sha256` is missing or not a SHA-256 in hex (64 hex digits)"
+            ));
+        }
+        out.push((url, Digest { bytes, sha }));
+    }
+    Ok(Said::Stored(out))
 }
 
 /// What the trusted events say about one sid.
@@ -630,12 +699,12 @@ struct StreamFacts {
 }
 
 /// The chain report, asked per event whether the event vouches.
-struct Chains {
+pub(super) struct Chains {
     streams: HashMap<String, StreamFacts>,
 }
 
 impl Chains {
-    fn new(events: &Report, seals: &[SealSeen]) -> Chains {
+    pub(super) fn new(events: &Report, seals: &[SealSeen]) -> Chains {
         let mut streams: HashMap<String, StreamFacts> = events
             .streams
             .iter()
@@ -672,7 +741,7 @@ impl Chains {
     /// signs it (the seal signs the hash of the event before it, and every link from this event up to that
     /// one holds, with no second copy of any of them), `Ok(false)` when it is in the unsealed tail and its
     /// links on both sides hold (intact as far as the chain shows), `Err(why)` otherwise.
-    fn trust(&self, stream: &str, seq: u64) -> Result<bool, String> {
+    pub(super) fn trust(&self, stream: &str, seq: u64) -> Result<bool, String> {
         let Some(f) = self.streams.get(stream) else {
             return Err("its stream is not in the chain report".into());
         };
@@ -746,6 +815,8 @@ fn sort_claims(c: Collector, events: &Report) -> (BTreeMap<String, Claims>, Vec<
         }
         match n.said {
             Said::Start => cl.start = true,
+            // Gathered only for a store (`stored`), never with the recorder's events.
+            Said::Stored(_) => {}
             Said::End {
                 raw,
                 cast,
@@ -1228,6 +1299,9 @@ pub fn main(args: VerifyArgs) -> ExitCode {
     let Some(dir) = args.recordings.clone() else {
         return ExitCode::from(2);
     };
+    if super::stored::is_store_url(&dir) {
+        return super::stored::main(args);
+    }
     let outcome = (|| -> anyhow::Result<(Report, RecordingsReport)> {
         anyhow::ensure!(
             args.elasticsearch.is_none() && args.kafka.is_none(),
