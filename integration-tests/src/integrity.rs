@@ -219,3 +219,31 @@ pub fn is_clean(s: &Value) -> bool {
         .iter()
         .all(|key| s[*key].as_array().is_none_or(|a| a.is_empty()))
 }
+
+/// An agent with an http source (`recordings`), a file sink at `d/out/all.ndjson` and `[integrity]` (key
+/// `d/keys/auditrail.key`, node `node-1`, sealing every 200 ms), keeping its data under `data_dir`: the
+/// agent and its http source's port. For tests that chain events made elsewhere and verify them.
+pub fn sealing_http_agent(d: &Path, data_dir: &Path) -> (crate::Agent, u16) {
+    let (api, port) = (crate::free_port(), crate::free_port());
+    let cfg = format!(
+        r#"
+data_dir = "{data}"
+[api]
+address = "127.0.0.1:{api}"
+[sources.recordings]
+type = "http"
+address = "127.0.0.1:{port}"
+[sinks.out]
+type = "file"
+inputs = ["recordings"]
+path = "{d}/out/all.ndjson"
+[integrity]
+key = "{d}/keys/auditrail.key"
+node_id = "node-1"
+seal_interval = "200ms"
+"#,
+        d = d.display(),
+        data = data_dir.display(),
+    );
+    (crate::Agent::start(d, &cfg, api), port)
+}

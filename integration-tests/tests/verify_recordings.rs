@@ -139,35 +139,10 @@ impl Rec {
     }
 }
 
-/// An agent with an http source, a file sink at `d/out/all.ndjson` and `[integrity]` (sealing every 200 ms).
-fn start_agent(d: &Path) -> (Agent, u16) {
-    let (api, port) = (free_port(), free_port());
-    let cfg = format!(
-        r#"
-data_dir = "{d}/data"
-[api]
-address = "127.0.0.1:{api}"
-[sources.rec]
-type = "http"
-address = "127.0.0.1:{port}"
-[sinks.out]
-type = "file"
-inputs = ["rec"]
-path = "{d}/out/all.ndjson"
-[integrity]
-key = "{d}/keys/auditrail.key"
-node_id = "node-1"
-seal_interval = "200ms"
-"#,
-        d = d.display()
-    );
-    (Agent::start(d, &cfg, api), port)
-}
-
 /// Sends each group of `groups` through the agent (one POST of NDJSON), waiting after each until the sink
 /// holds it and a seal after it; stops the agent and returns the sink file.
 fn through_agent(d: &Path, groups: &[Vec<Value>]) -> PathBuf {
-    let (agent, port) = start_agent(d);
+    let (agent, port) = integrity::sealing_http_agent(d, &d.join("data"));
     let out = d.join("out/all.ndjson");
     for events in groups {
         let body: String = events.iter().map(|e| format!("{e}\n")).collect();

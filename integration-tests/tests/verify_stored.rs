@@ -12,31 +12,6 @@ use auditrail_integration_tests::s3::{config, pseudo_random, spooled_events, wri
 use auditrail_integration_tests::*;
 use serde_json::Value;
 
-/// An agent with an http source, a file sink at `d/out/all.ndjson` and `[integrity]` (sealing every 200 ms).
-fn start_agent(d: &Path) -> (Agent, u16) {
-    let (api, port) = (free_port(), free_port());
-    let cfg = format!(
-        r#"
-data_dir = "{d}/agent"
-[api]
-address = "127.0.0.1:{api}"
-[sources.up]
-type = "http"
-address = "127.0.0.1:{port}"
-[sinks.out]
-type = "file"
-inputs = ["up"]
-path = "{d}/out/all.ndjson"
-[integrity]
-key = "{d}/keys/auditrail.key"
-node_id = "node-1"
-seal_interval = "200ms"
-"#,
-        d = d.display()
-    );
-    (Agent::start(d, &cfg, api), port)
-}
-
 /// `auditrail verify --key … --recordings URL --json INPUT…` with the store reached through the standard
 /// AWS environment: exit code and report.
 fn verify_stored(d: &Path, moto: &Moto, url: &str, input: &Path) -> (i32, Value) {
@@ -119,7 +94,7 @@ fn verify_checks_stored_objects_against_the_chained_upload_events() {
     assert_eq!(events.len(), 3, "{events:?}");
 
     // The events through the agent: chained and sealed.
-    let (agent, port) = start_agent(d);
+    let (agent, port) = integrity::sealing_http_agent(d, &d.join("agent"));
     let body: String = events.iter().map(|e| format!("{e}\n")).collect();
     let (status, answer) = http(
         "POST",

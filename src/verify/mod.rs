@@ -11,11 +11,12 @@
 pub mod credentials;
 pub mod elasticsearch;
 pub mod kafka;
+mod print;
 pub mod recordings;
 pub mod stored;
 mod walk;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -91,25 +92,7 @@ pub fn main(args: VerifyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut out = std::io::stdout().lock();
-    let written = if args.json {
-        serde_json::to_writer(&mut out, &report)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out))
-    } else {
-        write!(out, "{report}")
-    };
-    if let Err(e) = written.and_then(|()| out.flush()) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("error: writing the report: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    if report.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    print::print::<Report>(args.json, &report, None)
 }
 
 /// Verifies every input of `args`; an `Err` is a usage or input error, not a verdict.

@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -1285,15 +1285,6 @@ impl fmt::Display for RecordingsReport {
     }
 }
 
-/// The events' report and the recordings' report, as one JSON object: the events' fields, `ok` for both, and
-/// `recordings`.
-#[derive(Serialize)]
-struct Both<'a> {
-    #[serde(flatten)]
-    events: &'a Report,
-    recordings: &'a RecordingsReport,
-}
-
 /// Runs `auditrail verify --recordings DIR …` and prints both reports; returns the exit status.
 pub fn main(args: VerifyArgs) -> ExitCode {
     let Some(dir) = args.recordings.clone() else {
@@ -1303,10 +1294,7 @@ pub fn main(args: VerifyArgs) -> ExitCode {
         return super::stored::main(args);
     }
     let outcome = (|| -> anyhow::Result<(Report, RecordingsReport)> {
-        anyhow::ensure!(
-            args.elasticsearch.is_none() && args.kafka.is_none(),
-            "--recordings reads its events from NDJSON inputs (files, directories, `-`) only, not yet from --elasticsearch or --kafka: export the events to NDJSON, or name the file sink's output"
-        );
+        super::print::ndjson_inputs_only(&args)?;
         let meta = std::fs::metadata(&dir)
             .with_context(|| format!("{}: cannot read the recordings directory", dir.display()))?;
         anyhow::ensure!(meta.is_dir(), "{}: not a directory", dir.display());
@@ -1315,40 +1303,7 @@ pub fn main(args: VerifyArgs) -> ExitCode {
         let recs = check(&dir, collector, &events)?;
         Ok((events, recs))
     })();
-    let (mut events, recs) = match outcome {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let ok = events.ok && recs.ok;
-    let mut out = std::io::stdout().lock();
-    let written = if args.json {
-        events.ok = ok;
-        serde_json::to_writer(
-            &mut out,
-            &Both {
-                events: &events,
-                recordings: &recs,
-            },
-        )
-        .map_err(std::io::Error::from)
-        .and_then(|()| writeln!(out))
-    } else {
-        write!(out, "{events}{recs}")
-    };
-    if let Err(e) = written.and_then(|()| out.flush()) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("error: writing the report: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    super::print::finish(args.json, "recordings", outcome, |r| r.ok)
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -416,14 +415,6 @@ impl fmt::Display for StoredReport {
     }
 }
 
-/// The events' report and the store's, as one JSON object.
-#[derive(Serialize)]
-struct Both<'a> {
-    #[serde(flatten)]
-    events: &'a Report,
-    stored: &'a StoredReport,
-}
-
 /// Runs `auditrail verify --recordings URL …` and prints both reports; returns the exit status.
 pub fn main(args: VerifyArgs) -> ExitCode {
     let Some(url) = args
@@ -435,10 +426,7 @@ pub fn main(args: VerifyArgs) -> ExitCode {
         return ExitCode::from(2);
     };
     let outcome = (|| -> anyhow::Result<(Report, StoredReport)> {
-        anyhow::ensure!(
-            args.elasticsearch.is_none() && args.kafka.is_none(),
-            "--recordings reads its events from NDJSON inputs (files, directories, `-`) only, not yet from --elasticsearch or --kafka: export the events to NDJSON, or name the file sink's output"
-        );
+        super::print::ndjson_inputs_only(&args)?;
         // The store is built (and its URL checked) before the inputs are read.
         store_for(&url)?;
         let mut collector = Collector::for_store();
@@ -446,40 +434,7 @@ pub fn main(args: VerifyArgs) -> ExitCode {
         let stored = check(&url, collector, &events)?;
         Ok((events, stored))
     })();
-    let (mut events, stored) = match outcome {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let ok = events.ok && stored.ok;
-    let mut out = std::io::stdout().lock();
-    let written = if args.json {
-        events.ok = ok;
-        serde_json::to_writer(
-            &mut out,
-            &Both {
-                events: &events,
-                stored: &stored,
-            },
-        )
-        .map_err(std::io::Error::from)
-        .and_then(|()| writeln!(out))
-    } else {
-        write!(out, "{events}{stored}")
-    };
-    if let Err(e) = written.and_then(|()| out.flush()) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("error: writing the report: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    super::print::finish(args.json, "stored", outcome, |r| r.ok)
 }
 
 #[cfg(test)]
