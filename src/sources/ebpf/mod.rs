@@ -153,16 +153,7 @@ impl Reader {
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
-                _ = drain_tick.tick() => {
-                    loop {
-                        let batch = self.drain(ring.get_mut());
-                        let more = batch.len() == BATCH;
-                        self.send(batch).await;
-                        if !more {
-                            break;
-                        }
-                    }
-                }
+                _ = drain_tick.tick() => self.drain_all(ring.get_mut()).await,
                 _ = tick.tick() => {
                     let dropped = self.report.tick(&stats);
                     if let Some(l) = &self.limiter {
@@ -191,7 +182,16 @@ impl Reader {
         }
         // Detach first, so that the drain below sees everything the kernel will ever write.
         drop(loaded);
-        let ring = ring.get_mut();
+        self.drain_all(ring.get_mut()).await;
+        let dropped = self.report.tick(&stats);
+        if !dropped.is_empty() {
+            self.cx.fanout.send(dropped).await;
+        }
+        tracing::info!(source = %self.cx.name, "ebpf source stopped; ring buffer drained");
+    }
+
+    /// Drains the ring buffer until a batch comes back short, sending each batch on.
+    async fn drain_all(&mut self, ring: &mut RingBuf<MapData>) {
         loop {
             let batch = self.drain(ring);
             let more = batch.len() == BATCH;
@@ -200,11 +200,6 @@ impl Reader {
                 break;
             }
         }
-        let dropped = self.report.tick(&stats);
-        if !dropped.is_empty() {
-            self.cx.fanout.send(dropped).await;
-        }
-        tracing::info!(source = %self.cx.name, "ebpf source stopped; ring buffer drained");
     }
 
     async fn send(&self, batch: Vec<Event>) {
