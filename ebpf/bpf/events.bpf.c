@@ -229,8 +229,8 @@ static __always_inline int on_exec(const char *filename, int argc)
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exec")
-int exec_btf(__u64 *ctx)
+/* tp_btf and raw_tp sched_process_exec: (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm). */
+static __always_inline int exec_bprm(__u64 *ctx)
 {
 	struct linux_binprm *bprm = (struct linux_binprm *)ctx[2];
 	const char *filename = 0;
@@ -240,15 +240,16 @@ int exec_btf(__u64 *ctx)
 	return on_exec(filename, argc);
 }
 
+SEC("tp_btf/sched_process_exec")
+int exec_btf(__u64 *ctx)
+{
+	return exec_bprm(ctx);
+}
+
 SEC("raw_tp/sched_process_exec")
 int exec_raw(__u64 *ctx)
 {
-	struct linux_binprm *bprm = (struct linux_binprm *)ctx[2];
-	const char *filename = 0;
-	int argc = 0;
-	KREAD(filename, bprm->filename);
-	KREAD(argc, bprm->argc);
-	return on_exec(filename, argc);
+	return exec_bprm(ctx);
 }
 
 SEC("tracepoint/sched/sched_process_exec")
