@@ -312,13 +312,16 @@ mod tests {
             dst_addr: [0; 16],
         };
         c.dst_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        let v: serde_json::Value = serde_json::from_str(&encode(
-            &Record::Connect(Box::new(c)),
-            &Clock { offset_ns: 0 },
-            None,
-            "h",
-        ))
-        .unwrap();
+        let encoded = |c| -> serde_json::Value {
+            serde_json::from_str(&encode(
+                &Record::Connect(Box::new(c)),
+                &Clock { offset_ns: 0 },
+                None,
+                "h",
+            ))
+            .unwrap()
+        };
+        let v = encoded(c);
         assert_eq!(
             (
                 v["dst_addr"].as_str(),
@@ -329,13 +332,7 @@ mod tests {
         );
         c.family = libc::AF_INET6 as u16;
         c.dst_addr = Ipv6Addr::LOCALHOST.octets();
-        let v: serde_json::Value = serde_json::from_str(&encode(
-            &Record::Connect(Box::new(c)),
-            &Clock { offset_ns: 0 },
-            None,
-            "h",
-        ))
-        .unwrap();
+        let v = encoded(c);
         assert_eq!(
             (v["dst_addr"].as_str(), v["version"].as_u64()),
             (Some("::1"), Some(6))
