@@ -247,3 +247,17 @@ seal_interval = "200ms"
     );
     (crate::Agent::start(d, &cfg, api), port)
 }
+
+/// POSTs `events` as one NDJSON body to the agent's http source on `port`; panics unless it answers 200.
+pub fn post_events(port: u16, events: &[Value]) {
+    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
+    let (status, answer) = crate::http(
+        "POST",
+        port,
+        "/v1/events",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+}

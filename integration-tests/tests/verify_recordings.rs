@@ -145,16 +145,7 @@ fn through_agent(d: &Path, groups: &[Vec<Value>]) -> PathBuf {
     let (agent, port) = integrity::sealing_http_agent(d, &d.join("data"));
     let out = d.join("out/all.ndjson");
     for events in groups {
-        let body: String = events.iter().map(|e| format!("{e}\n")).collect();
-        let (status, answer) = http(
-            "POST",
-            port,
-            "/v1/events",
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(status, 200, "{answer}");
+        integrity::post_events(port, events);
         let last_uid = events.last().unwrap()["uid"].as_str().unwrap().to_string();
         wait_for(
             Duration::from_secs(30),

@@ -95,16 +95,7 @@ fn verify_checks_stored_objects_against_the_chained_upload_events() {
 
     // The events through the agent: chained and sealed.
     let (agent, port) = integrity::sealing_http_agent(d, &d.join("agent"));
-    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
-    let (status, answer) = http(
-        "POST",
-        port,
-        "/v1/events",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{answer}");
+    integrity::post_events(port, &events);
     let out = d.join("out/all.ndjson");
     wait_for(
         Duration::from_secs(30),

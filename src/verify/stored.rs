@@ -265,7 +265,7 @@ fn judge(url: String, cl: Claim, stored: Result<Option<Digest>, String>) -> Obje
 }
 
 /// Builds the store for `url` as the uploader would, from the standard environment.
-fn store_for(url: &str) -> anyhow::Result<Store> {
+pub fn store_for(url: &str) -> anyhow::Result<Store> {
     if let Some(dir) = url.strip_prefix("file://") {
         // Checking must not create what it checks.
         anyhow::ensure!(Path::new(dir).is_dir(), "{url}: {dir} is not a directory");
@@ -280,14 +280,19 @@ fn store_for(url: &str) -> anyhow::Result<Store> {
     crate::uploader::store::build(&cfg).map_err(|e| anyhow::anyhow!("{url}: {e}"))
 }
 
-/// Checks the store at `url` against what `collector` gathered, trusting only what `events` verifies.
-pub fn check(url: &str, collector: Collector, events: &Report) -> anyhow::Result<StoredReport> {
+/// Checks `store` (built from `url` by [`store_for`]) against what `collector` gathered, trusting only
+/// what `events` verifies.
+pub fn check(
+    url: &str,
+    store: &Store,
+    collector: Collector,
+    events: &Report,
+) -> anyhow::Result<StoredReport> {
     anyhow::ensure!(
         !collector.too_many,
         "more than {} upload events in the inputs: verify fewer inputs at once",
         super::recordings::MAX_EVENTS
     );
-    let store = store_for(url)?;
     let (claims, mut problems) = claims(collector, events);
     let under = if store.prefix.is_empty() {
         format!("{}/", store.base)
@@ -311,7 +316,7 @@ pub fn check(url: &str, collector: Collector, events: &Report) -> anyhow::Result
                 continue;
             }
             named.insert(key.to_string());
-            let stored = read_object(&store, key).await.map_err(|e| e.to_string());
+            let stored = read_object(store, key).await.map_err(|e| e.to_string());
             objects.push(judge(u.clone(), cl, stored));
         }
         let prefix = (!store.prefix.is_empty()).then(|| ObjectPath::from(store.prefix.as_str()));
@@ -428,10 +433,10 @@ pub fn main(args: VerifyArgs) -> ExitCode {
     let outcome = (|| -> anyhow::Result<(Report, StoredReport)> {
         super::print::ndjson_inputs_only(&args)?;
         // The store is built (and its URL checked) before the inputs are read.
-        store_for(&url)?;
+        let store = store_for(&url)?;
         let mut collector = Collector::for_store();
         let events = super::run_tapped(&args, Some(&mut collector))?;
-        let stored = check(&url, collector, &events)?;
+        let stored = check(&url, &store, collector, &events)?;
         Ok((events, stored))
     })();
     super::print::finish(args.json, "stored", outcome, |r| r.ok)
