@@ -12,6 +12,7 @@ pub mod cast;
 pub mod config;
 pub mod events;
 mod exec;
+pub mod index_after;
 pub mod pty;
 pub mod sender;
 pub mod session;
@@ -415,6 +416,8 @@ fn record(args: RecordArgs) -> Result<i32, String> {
             }
             sender.send(end.line());
             sender.finish(Duration::from_secs(3));
+            // After session.end is handed over: the seek index, built apart from this process.
+            index_after::spawn(&s.dir, &sid);
             outcome
         }
     }
