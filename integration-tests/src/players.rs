@@ -2,11 +2,12 @@
 //! playwright-core (the browser the web player and the export are opened in), each installed by its
 //! `integration-tests/peers/<name>/install`, and recordings written the way the recorder writes them.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::workspace_root;
+use crate::{binary, workspace_root};
 
 fn required(var: &str) -> bool {
     std::env::var_os(var).is_some_and(|v| v != "0")
@@ -37,6 +38,157 @@ pub fn peer_tool(name: &str, require_var: &str) -> Option<PathBuf> {
 /// tmux (`AUDITRAIL_REQUIRE_TMUX`).
 pub fn tmux() -> Option<PathBuf> {
     peer_tool("tmux", "AUDITRAIL_REQUIRE_TMUX")
+}
+
+/// One tmux server on its own socket with one session (`target`), killed when dropped: the real terminal
+/// `auditrail play` and `auditrail record` are driven in.
+pub struct Tmux {
+    bin: PathBuf,
+    sock: PathBuf,
+    target: String,
+}
+
+impl Tmux {
+    /// Starts a detached `cols`×`rows` session named `target` running `sh -c command`, its server on
+    /// `sock`.
+    pub fn start(
+        bin: PathBuf,
+        sock: PathBuf,
+        target: &str,
+        (cols, rows): (u16, u16),
+        command: &str,
+    ) -> Tmux {
+        let t = Tmux {
+            bin,
+            sock,
+            target: target.to_string(),
+        };
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            target,
+            "-x",
+            &cols,
+            "-y",
+            &rows,
+            "sh",
+            "-c",
+            command,
+        ]);
+        t
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.bin)
+            .arg("-S")
+            .arg(&self.sock)
+            .args(["-f", "/dev/null"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a tmux command on this server; panics with its stderr when it fails.
+    pub fn run(&self, args: &[&str]) {
+        let o = self.cmd(args);
+        assert!(
+            o.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// The session's screen as text (`capture-pane`).
+    pub fn screen(&self) -> String {
+        let o = self.cmd(&["capture-pane", "-p", "-t", &self.target]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Waits until the screen has `want` (panics with the screen after `secs`).
+    pub fn wait_for(&self, want: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.screen();
+            if s.contains(want) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "screen never showed {want:?}; it shows:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `keys` to the session (`send-keys`).
+    pub fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.target];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Resizes the session's window.
+    pub fn resize(&self, cols: u16, rows: u16) {
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        self.run(&[
+            "resize-window",
+            "-t",
+            &self.target,
+            "-x",
+            &cols,
+            "-y",
+            &rows,
+        ]);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+/// `auditrail play --web` serving a recordings directory, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `auditrail play --web` on a free loopback port; waits for its "serving" line.
+pub fn serve(dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(binary())
+        .args(["play", "--web", "--address", "127.0.0.1:0", "--dir"])
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("play --web exited before serving")
+            .unwrap();
+        if let Some(rest) = line.split(" on http://").nth(1) {
+            break format!("http://{}", rest.trim_end_matches('/'));
+        }
+    };
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
 }
 
 /// Chromium, with playwright-core installed under `integration-tests/browser` (`AUDITRAIL_REQUIRE_BROWSER`).

@@ -4,71 +4,12 @@
 //! panic; and flat memory on a 200 MB recording (max RSS of the process, from the kernel).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use auditrail_integration_tests::players::{counting_cast, tmux};
+use auditrail_integration_tests::players::{counting_cast, tmux, Tmux};
 use auditrail_integration_tests::*;
-
-struct Tmux {
-    bin: PathBuf,
-    sock: PathBuf,
-}
-
-impl Tmux {
-    fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new(&self.bin)
-            .arg("-S")
-            .arg(&self.sock)
-            .args(["-f", "/dev/null"])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn run(&self, args: &[&str]) {
-        let o = self.cmd(args);
-        assert!(
-            o.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-
-    fn screen(&self) -> String {
-        let o = self.cmd(&["capture-pane", "-p", "-t", "play"]);
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// Waits until the screen has `want` (panics with the screen after `secs`).
-    fn wait_for(&self, want: &str, secs: u64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.screen();
-            if s.contains(want) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "screen never showed {want:?}; it shows:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "play"];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]);
-    }
-}
 
 /// The second the top line shows.
 fn second(screen: &str) -> u32 {
@@ -84,24 +25,14 @@ fn keys_pause_seek_speed_and_quit_in_a_real_terminal() {
     let d = tempfile::tempdir().unwrap();
     let cast = d.path().join("s1.cast");
     counting_cast(&cast, 60, 12, 60);
-    let t = Tmux {
-        bin,
-        sock: d.path().join("tmux.sock"),
-    };
     let cmd = format!("{} play --speed 2 {}", binary().display(), cast.display());
-    t.run(&[
-        "new-session",
-        "-d",
-        "-s",
+    let t = Tmux::start(
+        bin,
+        d.path().join("tmux.sock"),
         "play",
-        "-x",
-        "60",
-        "-y",
-        "12",
-        "sh",
-        "-c",
+        (60, 12),
         &format!("{cmd}; echo \"exit=$?\"; sleep 60"),
-    ]);
+    );
 
     // Plays at twice the recorded speed: second 08 after about 4 s.
     t.wait_for("second 08", 20);
@@ -156,25 +87,15 @@ fn q_quits_at_once_and_gives_the_terminal_back() {
     let d = tempfile::tempdir().unwrap();
     let cast = d.path().join("s2.cast");
     counting_cast(&cast, 60, 12, 600);
-    let t = Tmux {
-        bin,
-        sock: d.path().join("tmux.sock"),
-    };
     let cmd = format!("{} play {}", binary().display(), cast.display());
-    t.run(&[
-        "new-session",
-        "-d",
-        "-s",
+    let t = Tmux::start(
+        bin,
+        d.path().join("tmux.sock"),
         "play",
-        "-x",
-        "60",
-        "-y",
-        "12",
-        "sh",
-        "-c",
+        (60, 12),
         // After the player: `stty -a` shows whether the terminal is back in cooked mode (icanon echo).
         &format!("{cmd}; echo \"exit=$?\"; echo \"modes: $(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' ')end\"; sleep 60"),
-    ]);
+    );
     t.wait_for("second 01", 20);
     t.keys(&["q"]);
     t.wait_for("exit=0", 10);

@@ -2,10 +2,11 @@
 //! non-interactive `ssh host cmd` path, the agent down and then up (spool, then delivery), and the disk
 //! bounds cutting a session that writes too much.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use auditrail_integration_tests::players::{tmux, Tmux};
 use auditrail_integration_tests::*;
 use serde_json::Value;
 
@@ -55,35 +56,9 @@ fn agent_config(d: &Path, api: u16, sock: &Path, extra: &str) -> String {
     )
 }
 
-struct Tmux {
-    sock: PathBuf,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) {
-        let st = Command::new("tmux")
-            .arg("-S")
-            .arg(&self.sock)
-            .args(["-f", "/dev/null"])
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "tmux {args:?}");
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-S")
-            .arg(&self.sock)
-            .arg("kill-server")
-            .status();
-    }
-}
-
 #[test]
 fn a_scripted_session_through_a_real_terminal() {
+    let Some(bin) = tmux() else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let api = free_port();
@@ -130,20 +105,7 @@ exit 3
         script = d.join("script.sh").display(),
         rc = d.join("rc").display()
     );
-    let tmux = Tmux {
-        sock: d.join("tmux.sock"),
-    };
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &shell,
-    ]);
+    let tmux = Tmux::start(bin, d.join("tmux.sock"), "t", (100, 30), &shell);
     let waiting = (0..1000).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
         std::fs::read(&side)
@@ -153,11 +115,11 @@ exit 3
         waiting,
         "the script did not get to the resize; side: {:?}, pane: {}, recorder stderr: {:?}, rc: {:?}",
         std::fs::read(&side).map(|s| String::from_utf8_lossy(&s).into_owned()),
-        String::from_utf8_lossy(&Command::new("tmux").arg("-S").arg(&tmux.sock).args(["capture-pane", "-p", "-t", "t"]).output().unwrap().stdout),
+        tmux.screen(),
         std::fs::read_to_string(d.join("record.err")),
         std::fs::read_to_string(d.join("rc"))
     );
-    tmux.run(&["resize-window", "-t", "t", "-x", "120", "-y", "40"]);
+    tmux.resize(120, 40);
     std::thread::sleep(Duration::from_millis(500));
     std::fs::write(d.join("go"), "").unwrap();
     wait_for(Duration::from_secs(20), "the session to end", || {
@@ -710,6 +672,7 @@ fn checkpoints_prove_prefixes_even_after_kill_9() {
 
 #[test]
 fn sigterm_to_the_recorder_ends_the_session_and_restores_the_terminal() {
+    let Some(bin) = tmux() else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let rec_dir = d.join("rec");
@@ -725,20 +688,7 @@ fn sigterm_to_the_recorder_ends_the_session_and_restores_the_terminal() {
         rec = rec_dir.display(),
         bin = binary().display(),
     );
-    let tmux = Tmux {
-        sock: d.join("tmux.sock"),
-    };
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "90",
-        "-y",
-        "20",
-        &shell,
-    ]);
+    let _tmux = Tmux::start(bin, d.join("tmux.sock"), "t", (90, 20), &shell);
     wait_for(Duration::from_secs(20), "the session to start", || {
         spooled(&rec_dir)
             .iter()

@@ -3,14 +3,14 @@
 //! and with a timeline event, the terminal text at each time, a screenshot; 404 for paths out of the
 //! directory and unknown sids; 401 without the token; an exported page opened from file:// with no server.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use auditrail_integration_tests::players::{chromium, counting_cast, run_browser_script};
+use auditrail_integration_tests::players::{chromium, counting_cast, run_browser_script, serve};
 use auditrail_integration_tests::*;
 
-/// A recordings directory: `s1` (60 s, with events), `broken` (line 5 not JSON), `evil.cast` a symlink out.
+/// A recordings directory: `s1` (60 s, with events), the damaged `broken` (line 5 not JSON), `truncated`
+/// (cut inside its last event) and `badheader` (asciicast version 9), and `evil.cast`, a symlink out.
 fn recordings(root: &Path) -> PathBuf {
     let dir = root.join("recordings");
     std::fs::create_dir(&dir).unwrap();
@@ -31,50 +31,22 @@ fn recordings(root: &Path) -> PathBuf {
     let mut lines: Vec<&str> = text.lines().collect();
     lines[4] = "{not json";
     std::fs::write(dir.join("broken.cast"), lines.join("\n") + "\n").unwrap();
+    // Cut in the middle of its last event (the recorder killed mid-write): plays to second 08.
+    counting_cast(&dir.join("truncated.cast"), 60, 12, 9);
+    let text = std::fs::read_to_string(dir.join("truncated.cast")).unwrap();
+    let cut = text.trim_end().rfind(", \"o\"").unwrap();
+    std::fs::write(dir.join("truncated.cast"), &text[..cut]).unwrap();
+    // A header that is not asciicast v2 or v3: nothing to play, the list and the page say why.
+    std::fs::write(
+        dir.join("badheader.cast"),
+        "{\"version\": 9, \"width\": 60}\n[0.5, \"o\", \"x\"]\n",
+    )
+    .unwrap();
     let outside = root.join("outside");
     std::fs::create_dir(&outside).unwrap();
     counting_cast(&outside.join("secret.cast"), 60, 12, 3);
     std::os::unix::fs::symlink(outside.join("secret.cast"), dir.join("evil.cast")).unwrap();
     dir
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `auditrail play --web` on a free loopback port; waits for its "serving" line.
-fn serve(dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(binary())
-        .args(["play", "--web", "--address", "127.0.0.1:0", "--dir"])
-        .arg(dir)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("play --web exited before serving")
-            .unwrap();
-        if let Some(rest) = line.split(" on http://").nth(1) {
-            break format!("http://{}", rest.trim_end_matches('/'));
-        }
-    };
-    // Keep draining stderr so the server never blocks on it.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url }
 }
 
 /// The status line of `GET path` sent byte for byte.
