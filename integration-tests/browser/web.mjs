@@ -1,7 +1,8 @@
 // The web player in Chromium: `node web.mjs BASE_URL SID SCREENSHOT` against `auditrail play --web` serving
 // a recordings directory with the counting recording SID (top line `second NN` at second NN, 60 s), its
-// events (an `exec` at 12.5 s), a symlink `evil.cast` pointing out of the directory, and a damaged
-// `broken.cast` (a line that is not JSON at line 5).
+// events (an `exec` at 12.5 s), a symlink `evil.cast` pointing out of the directory, and three damaged
+// recordings: `broken.cast` (a line that is not JSON at line 5), `truncated.cast` (cut inside its last
+// event, line 12) and `badheader.cast` (asciicast version 9).
 import { browser, check, screen, waitSecond, time, state } from "./common.mjs";
 
 const [base, sid, shot] = process.argv.slice(2);
@@ -83,6 +84,24 @@ try {
   check(/broken\.cast:5: not an event/.test(problems), "problems name file:line: " + problems);
   await page.$eval("#seek", (el) => { el.value = "9"; el.dispatchEvent(new Event("change")); });
   await waitSecond(page, 9, "the damaged recording plays past the bad line");
+
+  // Cut inside its last event (a recorder killed mid-write): plays up to there, says where it ends.
+  await page.goto(base + "/play/truncated");
+  await page.waitForFunction(() => document.body.dataset.ready === "true");
+  await page.waitForFunction(() => !document.getElementById("problems").hidden, null, { timeout: 10000 });
+  const cut = await page.locator("#problems").innerText();
+  check(/truncated\.cast:12: truncated/.test(cut), "a truncated file names its last line: " + cut);
+  await page.$eval("#seek", (el) => { el.value = "8.5"; el.dispatchEvent(new Event("change")); });
+  await waitSecond(page, 8, "the truncated recording plays up to its cut");
+
+  // A header that is not asciicast: the list says why beside the row; the page says it too.
+  await page.goto(base + "/");
+  const why = await page.locator(`tr[data-sid="badheader"] + tr .problem`).innerText();
+  check(/badheader\.cast:1: asciicast version 9 is not supported/.test(why), "the list names the bad header: " + why);
+  await page.goto(base + "/play/badheader");
+  await page.waitForFunction(() => !document.getElementById("problems").hidden, null, { timeout: 10000 });
+  const bad = await page.locator("#problems").innerText();
+  check(/badheader\.cast:1: asciicast version 9/.test(bad), "the page names the bad header: " + bad);
   check(errors.length === 0, "no script errors: " + errors.join("; "));
 } finally {
   await ctx.close();

@@ -109,6 +109,15 @@
 
   function start() {
     showEvents();
+    if (!/\S/.test(cast || "")) {
+      // Nothing playable (the header is unreadable): the problems say why; the player would only throw
+      // on an empty recording, so it is not created.
+      playBtn.disabled = true;
+      bar.disabled = true;
+      speedSel.disabled = true;
+      document.body.dataset.ready = "true";
+      return;
+    }
     var at = cfg.at == null ? 0 : cfg.at;
     create(at, false);
     playBtn.addEventListener("click", function () {
